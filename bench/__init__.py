@@ -1,0 +1,1 @@
+"""cardbench: GPU micro-benchmarks normalized against the spec sheet."""

@@ -1,0 +1,45 @@
+"""The `cardbench` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _families(text: str) -> list[str]:
+    from bench.run import FAMILIES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown family {', '.join(unknown) or '(none)'}; available: {', '.join(FAMILIES)}")
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cardbench", description="GPU micro-benchmarks against the spec sheet.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="measure, print a table, write one results CSV")
+    run.add_argument("--device", default="all",
+                     help="cpu, cuda:N, or all (default: every visible GPU; the CPU when there is none)")
+    run.add_argument("--families", type=_families, default=["memory"],
+                     help="comma-separated benchmark families (default: memory)")
+    run.add_argument("--profile", choices=("quick", "full"), default="quick",
+                     help="quick: headline sizes only; full: adds size sweeps and a wider tuning search")
+    run.add_argument("--out", default="results", help="directory for the results CSV (default: results/)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.argv = argv
+    if args.command == "run":
+        from bench import run
+
+        return run.main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Memory family: read, write, copy and triad bandwidth of device (or host) memory.
+
+Headline: a working set far above the last-level cache ("plateau", each array
+at least 8x L2 and at least 1 GiB on a GPU), so the number is DRAM bandwidth.
+The full profile adds a sweep over sizes that shows the cache-to-DRAM step.
+Bytes are the explicit reads plus writes (a copy moves 2x its size; no
+write-allocate term, METHOD.md 1.3), in decimal GB/s.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from bench import measure, timing
+from bench.devices import Target
+from bench.measure import Measurement
+from kernels.reference import ARRAYS, PATTERNS
+from kernels.reference import BYTES_PER_ELEMENT_MOVED as MOVED_PER_ELEMENT
+
+FAMILY = "memory"
+PROVIDERS = ("triton", "torch")
+ELEMENT_BYTES = 4  # float32
+
+GPU_PLATEAU_MIN = 2**30  # cub's babelstream reaches its plateau from 2^28 fp32 elements (METHOD.md 1.2)
+CPU_PLATEAU_MIN = 256 * 2**20
+L2_FACTOR = 8  # working set per array at least 8x the last-level cache (DESIGN.md)
+SWEEP_START = 2**20  # 1 MiB per array: inside every GPU's L2
+
+
+@dataclass(frozen=True)
+class Case:
+    benchmark: str  # read / write / copy / triad
+    provider: str  # triton / torch
+    case: str  # "plateau" or "sweep-<size>"
+    array_bytes: int  # bytes per array
+
+    @property
+    def id(self) -> str:
+        return f"{FAMILY}/{self.benchmark}/{self.provider}/{self.case}"
+
+
+def human_bytes(n: int) -> str:
+    """Exact binary size text: 1048576 -> '1MiB', 1610612736 -> '1536MiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return f"{n}B"
+
+
+def plateau_array_bytes(target: Target) -> int:
+    """Bytes per array for the headline: >= 8x L2 and the family minimum, within free memory."""
+    floor = GPU_PLATEAU_MIN if target.is_cuda else CPU_PLATEAU_MIN
+    wanted = max(L2_FACTOR * target.l2_bytes, floor)
+    wanted = 2 ** math.ceil(math.log2(wanted))
+    # Triad holds three arrays; leave room for the reference check and the allocator.
+    budget = target.free_bytes() // 8
+    while wanted > budget and wanted > SWEEP_START:
+        wanted //= 2
+    return wanted
+
+
+def cases(target: Target, profile: str) -> list[Case]:
+    plateau = plateau_array_bytes(target)
+    sizes = [("plateau", plateau)]
+    if profile == "full":
+        # Powers of two from inside L2 up to the plateau, which closes the curve.
+        n = SWEEP_START
+        while n < plateau:
+            sizes.append((f"sweep-{human_bytes(n)}", n))
+            n *= 2
+    return [Case(b, p, name, size) for name, size in sizes for b in PATTERNS for p in PROVIDERS]
+
+
+def budget_for(case: Case, profile: str) -> timing.Budget:
+    if case.case != "plateau":
+        return timing.SWEEP
+    return timing.QUICK if profile == "quick" else timing.FULL
+
+
+def skip_reason(target: Target, case: Case) -> str | None:
+    """Why a case is not timed here (status skipped), or None."""
+    if case.provider == "triton" and not target.is_cuda:
+        return "Triton kernels are not timed on the CPU (the tests check them under TRITON_INTERPRET=1)"
+    return None
+
+
+def unsupported_reason(case: Case) -> str | None:
+    if case.provider != "triton":
+        return None
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        return f"triton is not installed ({e})"
+    return None
+
+
+def measurement(target: Target, case: Case, profile: str, tuned: dict) -> Measurement:
+    """Allocate the arrays for `case`, pick the kernel, and describe the work."""
+    n = case.array_bytes // ELEMENT_BYTES
+    dev = target.device
+    gen = torch.Generator(device=dev).manual_seed(1234)
+    # Random normal data, never zeros: zeros run faster (METHOD.md 2.1, thonking.ai).
+    arrays = [torch.randn(n, device=dev, generator=gen) for _ in range(ARRAYS[case.benchmark])]
+    value = float(torch.randn(1, generator=torch.Generator().manual_seed(7)).item()) or 0.5
+    params: dict = {"elements": n, "arrays": ARRAYS[case.benchmark]}
+    if case.provider == "triton":
+        config, tuning = tuned_config(target, case, profile, tuned)
+        params.update(config=config.as_dict(), config_label=config.label(), sm_count=target.sm_count)
+        if tuning:
+            params["tuning_gb_per_s"] = tuning
+        fn, check = _triton_work(case.benchmark, arrays, value, config, target.sm_count)
+    else:
+        fn, check = _torch_work(case.benchmark, arrays, value)
+    return Measurement(
+        family=FAMILY, benchmark=case.benchmark, provider=case.provider, dtype="fp32",
+        case=case.case, metric="bandwidth", unit="GB/s", scale=1e9,
+        work=n * MOVED_PER_ELEMENT[case.benchmark], work_unit="B",
+        size_bytes=n * ELEMENT_BYTES * ARRAYS[case.benchmark],
+        fn=fn, check=check, params=params,
+    )
+
+
+def describe(target: Target, case: Case) -> Measurement:
+    """The measurement's identity without allocating anything (for skipped/error rows)."""
+    n = case.array_bytes // ELEMENT_BYTES
+    return Measurement(
+        family=FAMILY, benchmark=case.benchmark, provider=case.provider, dtype="fp32",
+        case=case.case, metric="bandwidth", unit="GB/s", scale=1e9,
+        work=n * MOVED_PER_ELEMENT[case.benchmark], work_unit="B",
+        size_bytes=n * ELEMENT_BYTES * ARRAYS[case.benchmark],
+        fn=lambda: None, check=lambda: None,
+    )
+
+
+def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
+    """Best Triton configuration for this pattern on this device, tuned once at the plateau size.
+
+    Returns (config, {label: GB/s} of every configuration tried, or {} when reused).
+    """
+    from kernels import memory as km
+
+    key = (str(target.device), case.benchmark, profile)
+    if key in tuned:
+        return tuned[key], {}
+    n = plateau_array_bytes(target) // ELEMENT_BYTES
+    gen = torch.Generator(device=target.device).manual_seed(99)
+    arrays = [torch.randn(n, device=target.device, generator=gen) for _ in range(ARRAYS[case.benchmark])]
+    results = {}
+    for config in km.configs(profile):
+        fn, _check = _triton_work(case.benchmark, arrays, 0.5, config, target.sm_count)
+        t = timing.time_fn(fn, target.device, timing.TUNE)
+        results[config.label()] = n * MOVED_PER_ELEMENT[case.benchmark] / t.median_s / 1e9
+    best_label = max(results, key=results.get)
+    best = next(c for c in km.configs(profile) if c.label() == best_label)
+    del arrays
+    tuned[key] = best
+    return best, results
+
+
+def _triton_work(benchmark: str, arrays: list[torch.Tensor], value: float, config, sm_count: int):
+    from kernels import memory as km
+
+    if benchmark == "read":
+        x = arrays[0]
+        partials = torch.empty(km.read_partials_len(x.numel(), config, sm_count), device=x.device, dtype=torch.float32)
+        return (lambda: km.triton_read(x, partials, config, sm_count),
+                lambda: _check_read(lambda: (km.triton_read(x, partials, config, sm_count), partials.sum())[1], x))
+    if benchmark == "write":
+        out = arrays[0]
+        return (lambda: km.triton_write(out, value, config, sm_count),
+                lambda: _check_write(lambda: km.triton_write(out, value, config, sm_count), out, value))
+    if benchmark == "copy":
+        src, dst = arrays
+        return (lambda: km.triton_copy(src, dst, config, sm_count),
+                lambda: _check_copy(lambda: km.triton_copy(src, dst, config, sm_count), src, dst))
+    a, b, c = arrays
+    return (lambda: km.triton_triad(a, b, c, value, config, sm_count),
+            lambda: _check_triad(lambda: km.triton_triad(a, b, c, value, config, sm_count), a, b, c, value))
+
+
+def _torch_work(benchmark: str, arrays: list[torch.Tensor], value: float):
+    from kernels import reference as ref
+
+    if benchmark == "read":
+        x = arrays[0]
+        return (lambda: ref.torch_read(x), lambda: _check_read(lambda: ref.torch_read(x), x))
+    if benchmark == "write":
+        out = arrays[0]
+        return (lambda: ref.torch_write(out, value),
+                lambda: _check_write(lambda: ref.torch_write(out, value), out, value))
+    if benchmark == "copy":
+        src, dst = arrays
+        return (lambda: ref.torch_copy(src, dst), lambda: _check_copy(lambda: ref.torch_copy(src, dst), src, dst))
+    a, b, c = arrays
+    return (lambda: ref.torch_triad(a, b, c, value),
+            lambda: _check_triad(lambda: ref.torch_triad(a, b, c, value), a, b, c, value))
+
+
+# Checks run once on the full buffers before timing; each returns None or what is wrong.
+
+def _check_read(run, x: torch.Tensor) -> str | None:
+    got = float(run())
+    want = float(torch.sum(x, dtype=torch.float64))
+    # fp32 partial sums in a different order than fp64: the error bound grows with n.
+    tolerance = 1e-5 * float(torch.sum(x.abs(), dtype=torch.float64)) + 1e-6
+    if not abs(got - want) <= tolerance:
+        return f"read: sum {got!r} differs from the fp64 reference {want!r} by more than {tolerance:.3g}"
+    return None
+
+
+def _check_write(run, out: torch.Tensor, value: float) -> str | None:
+    out.copy_(torch.randn_like(out))  # so a kernel that writes nothing cannot pass
+    run()
+    bad = int((out != value).sum())
+    return f"write: {bad} of {out.numel()} elements differ from {value!r}" if bad else None
+
+
+def _check_copy(run, src: torch.Tensor, dst: torch.Tensor) -> str | None:
+    dst.copy_(torch.randn_like(dst))
+    run()
+    bad = int((dst != src).sum())
+    return f"copy: {bad} of {src.numel()} elements differ from the source (must be bit-exact)" if bad else None
+
+
+def _check_triad(run, a, b, c, value: float) -> str | None:
+    a.copy_(torch.randn_like(a))
+    run()
+    want = b + value * c
+    close = torch.isclose(a, want, rtol=1e-6, atol=1e-6)
+    bad = int((~close).sum())
+    return f"triad: {bad} of {a.numel()} elements differ from b + s*c beyond rtol 1e-6" if bad else None
+
+
+def run_case(target: Target, case: Case, profile: str, tuned: dict) -> dict[str, object]:
+    """Measure one case and return its row; never raises for a failing case."""
+    reason = skip_reason(target, case)
+    if reason:
+        return measure.status_row(describe(target, case), target, "skipped", reason)
+    reason = unsupported_reason(case)
+    if reason:
+        return measure.status_row(describe(target, case), target, "unsupported", reason)
+    m = None
+    try:
+        m = measurement(target, case, profile, tuned)
+        return measure.run(m, target, budget_for(case, profile))
+    except Exception as e:  # a crashing kernel is an `error` row; the run goes on
+        return measure.status_row(m or describe(target, case), target, "error", measure.error_message(e))
+    finally:
+        del m
+        if target.is_cuda:
+            torch.cuda.empty_cache()

@@ -1,0 +1,77 @@
+"""pytest hooks and fixtures for cardbench.
+
+`pytest` (the README's test command) runs tests/. `pytest bench/` runs the
+benchmarks as pytest-benchmark tests, one test per case, on the device chosen
+with --cardbench-device (default: the first GPU, else the CPU).
+"""
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("cardbench")
+    group.addoption("--cardbench-device", default="all",
+                    help="device for `pytest bench/`: cpu, cuda:N or all (first GPU, else CPU)")
+    group.addoption("--cardbench-profile", default="quick", choices=("quick", "full"),
+                    help="benchmark profile for `pytest bench/` (default quick)")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _target(config):
+    from bench import devices
+
+    cached = getattr(config, "_cardbench_target", None)
+    if cached is None:
+        cached = devices.select(config.getoption("--cardbench-device"))[0]
+        config._cardbench_target = cached
+    return cached
+
+
+def pytest_generate_tests(metafunc):
+    if "memory_case" in metafunc.fixturenames:
+        from bench import memory
+
+        cases = memory.cases(_target(metafunc.config), metafunc.config.getoption("--cardbench-profile"))
+        metafunc.parametrize("memory_case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def target(request):
+    return _target(request.config)
+
+
+@pytest.fixture(scope="session")
+def profile(request):
+    return request.config.getoption("--cardbench-profile")
+
+
+@pytest.fixture(scope="session")
+def tuned():
+    """Triton configurations tuned once per pattern and shared by the session's tests."""
+    return {}
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Put the card's identity and the software versions in pytest-benchmark's JSON."""
+    from bench import telemetry
+
+    machine_info["cardbench"] = telemetry.run_identity()
+    target = _target(config)
+    machine_info["cardbench_device"] = {"device": str(target.device), **target.identity}

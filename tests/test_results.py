@@ -1,0 +1,172 @@
+"""Results CSV: round trip, every schema fixture, and clear errors for damaged files."""
+from pathlib import Path
+
+import pytest
+
+from bench import results
+from bench.results import COLUMNS, ResultsFileError, ResultsWriter, read_results
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def ok_row(**kw):
+    row = {
+        "family": "memory", "benchmark": "copy", "provider": "torch", "dtype": "fp32", "case": "plateau",
+        "metric": "bandwidth", "unit": "GB/s", "value": 1234.5678901234, "samples": "1200.0;1234.5678901234;1300.25",
+        "p10": 1206.9, "p90": 1287.1, "status": "ok", "size_bytes": 2**29, "work": 2.0**29,
+        "work_unit": "B", "time_s": 2.0**29 / 1234.5678901234e9, "n_samples": 3, "timer": "perf_counter",
+    }
+    row.update(kw)
+    return row
+
+
+def write_run(path, rows, close=True, **close_kw):
+    w = ResultsWriter(path, {"run_id": "abc123def456", "host": "h", "command": "cardbench run"})
+    for r in rows:
+        w.write(r)
+    if close:
+        w.close(**close_kw)
+    else:
+        w._file.close()  # what a killed process leaves: rows, no closing row
+    return path
+
+
+def test_round_trip_keeps_full_precision_and_samples(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(), ok_row(benchmark="read", status="skipped", value=None,
+                                                          samples="", message="not here")])
+    res = read_results(path)
+    assert res.complete and res.end_message == "complete" and res.schema_version == 1
+    assert len(res.rows) == 2
+    assert float(res.rows[0]["value"]) == 1234.5678901234
+    assert results.parse_samples(res.rows[0]["samples"]) == [1200.0, 1234.5678901234, 1300.25]
+    df = res.frame()
+    assert list(df.columns) == COLUMNS
+    assert df.loc[0, "value"] == 1234.5678901234
+    assert df.loc[1, "status"] == "skipped" and df.loc[1, "value"] != df.loc[1, "value"]  # NaN
+    assert (df["run_id"] == "abc123def456").all()
+
+
+def test_writer_refuses_to_overwrite_an_existing_file(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row()])
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        ResultsWriter(path, {})
+    assert path.read_bytes() == before
+
+
+def test_file_without_closing_row_reads_as_incomplete(tmp_path):
+    res = read_results(write_run(tmp_path / "r.csv", [ok_row()], close=False))
+    assert not res.complete and res.end_message == "" and len(res.rows) == 1
+
+
+def test_interrupted_run_is_marked_incomplete_with_reason(tmp_path):
+    res = read_results(write_run(tmp_path / "r.csv", [ok_row()], status="error",
+                                 message="interrupted by SIGINT after 1 rows"))
+    assert not res.complete and "SIGINT" in res.end_message
+
+
+def test_text_cells_cannot_become_formulas(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(message="=HYPERLINK(\"x\")", value=-0.0 + 5.0)])
+    res = read_results(path)
+    assert res.rows[0]["message"].startswith("'=")
+
+
+def test_every_released_schema_fixture_reads():
+    fixtures = sorted(FIXTURES.glob("results_schema_v*.csv"))
+    assert [f.name for f in fixtures] == [f"results_schema_v{v}.csv" for v in results.SUPPORTED_SCHEMAS]
+    for f in fixtures:
+        res = read_results(f)
+        assert res.complete and res.rows
+        assert any(r["status"] == "ok" for r in res.rows)
+
+
+def _damage(tmp_path, edit):
+    good = write_run(tmp_path / "good.csv", [ok_row(), ok_row(benchmark="write")])
+    lines = good.read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("".join(edit(lines)))
+    return bad
+
+
+def _error(path) -> ResultsFileError:
+    with pytest.raises(ResultsFileError) as info:
+        read_results(path)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def test_truncated_row_names_line(tmp_path):
+    bad = _damage(tmp_path, lambda lines: lines[:2] + [lines[2][: len(lines[2]) // 3]])
+    e = _error(bad)
+    assert e.line == 3 and "fields" in e.problem
+
+
+def test_non_numeric_value_names_line_and_column(tmp_path):
+    def edit(lines):
+        lines[2] = lines[2].replace("1234.5678901234,", "fast,", 1)
+        return lines
+    e = _error(_damage(tmp_path, edit))
+    assert (e.line, e.column) == (3, "value") and "'fast' is not a number" in str(e)
+
+
+def test_missing_column_is_named(tmp_path):
+    def edit(lines):
+        return [",".join(l.rstrip("\r\n").split(",")[:-1]) + "\n" for l in lines]  # drop the last column
+    e = _error(_damage(tmp_path, edit))
+    assert e.line == 1 and e.column == COLUMNS[-1]
+
+
+def test_extra_column_is_named(tmp_path):
+    def edit(lines):
+        return [lines[0].rstrip("\r\n") + ",bonus\n"] + [l.rstrip("\r\n") + ",1\n" for l in lines[1:]]
+    e = _error(_damage(tmp_path, edit))
+    assert e.column == "bonus" and "unexpected" in e.problem
+
+
+def test_schema_from_the_future_says_upgrade(tmp_path):
+    def edit(lines):
+        return [lines[0]] + ["99" + l[1:] for l in lines[1:]]
+    e = _error(_damage(tmp_path, edit))
+    assert e.column == "schema_version" and "newer cardbench" in e.problem
+
+
+def test_unknown_status_is_rejected(tmp_path):
+    def edit(lines):
+        lines[2] = lines[2].replace(",ok,", ",great,", 1)
+        return lines
+    e = _error(_damage(tmp_path, edit))
+    assert e.column == "status"
+
+
+def test_value_on_a_failed_row_is_rejected(tmp_path):
+    def edit(lines):
+        lines[2] = lines[2].replace(",ok,", ",wrong,", 1)
+        return lines
+    e = _error(_damage(tmp_path, edit))
+    assert e.column == "value" and "only 'ok'" in e.problem
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "empty file"),
+    (b"name,age\nbob,3\n", "not a cardbench results file"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "not"),
+    (b"schema_version\n", "no rows"),
+])
+def test_foreign_files_are_rejected(tmp_path, content, words):
+    path = tmp_path / "foreign.csv"
+    path.write_bytes(content)
+    assert words in str(_error(path))
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    assert "cannot read" in str(_error(tmp_path / "nope.csv"))
+
+
+def test_results_path_is_unique_and_names_device_time_host_run(tmp_path):
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+    a = results.results_path(tmp_path, "NVIDIA H100 80GB HBM3", results.new_run_id(), when)
+    b = results.results_path(tmp_path, "NVIDIA H100 80GB HBM3", results.new_run_id(), when)
+    assert a != b
+    assert a.name.startswith("NVIDIA-H100-80GB-HBM3_20261126T120000Z_")

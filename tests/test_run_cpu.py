@@ -1,0 +1,125 @@
+"""`cardbench run` end to end in CPU mode: a real run, its CSV, interruption and bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.results import read_results
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cardbench(*args, **kw) -> subprocess.Popen:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    p = cardbench("run", "--out", str(out))
+    stdout, stderr = p.communicate(timeout=300)
+    return p.returncode, stdout, stderr, out
+
+
+def test_cpu_run_says_so_first_and_exits_zero(cpu_run):
+    code, stdout, stderr, _ = cpu_run
+    assert code == 0, stderr
+    assert stdout.splitlines()[0].startswith("cardbench: CPU mode")
+
+
+def test_cpu_run_writes_one_valid_complete_csv(cpu_run):
+    _, stdout, _, out = cpu_run
+    files = list(out.glob("*.csv"))
+    assert len(files) == 1
+    assert f"results: {files[0]}" in stdout
+    res = read_results(files[0])
+    assert res.complete
+    by = {(r["benchmark"], r["provider"]): r for r in res.rows}
+    assert set(by) == {(b, p) for b in ("read", "write", "copy", "triad") for p in ("triton", "torch")}
+    for b in ("read", "write", "copy", "triad"):
+        assert by[(b, "triton")]["status"] == "skipped" and "TRITON_INTERPRET" in by[(b, "triton")]["message"]
+        assert by[(b, "torch")]["status"] == "ok"
+    assert {r["run_id"] for r in res.rows} == {res.rows[0]["run_id"]}
+
+
+def test_cpu_values_are_bytes_over_median_time(cpu_run):
+    import numpy as np
+
+    res = read_results(next(cpu_run[3].glob("*.csv")))
+    df = res.frame()
+    ok = df[df["status"] == "ok"]
+    for _, r in ok.iterrows():
+        samples = [float(s) for s in r["samples"].split(";")]
+        assert len(samples) == r["n_samples"] >= 5
+        assert r["value"] == pytest.approx(r["work"] / r["time_s"] / 1e9, rel=1e-12)
+        # the median time is the median of the sample times, which gives the value
+        times = [r["work"] / (s * 1e9) for s in samples]
+        assert r["time_s"] == pytest.approx(float(np.median(times)), rel=1e-9)
+        assert r["p10"] <= r["value"] <= r["p90"]
+        assert r["size_bytes"] >= 256 * 2**20  # plateau: far above any host LLC floor
+    copy = ok[ok["benchmark"] == "copy"].iloc[0]
+    assert copy["work"] == copy["size_bytes"]  # two arrays of n fp32 = 8n bytes = bytes moved
+
+
+def test_cpu_table_lists_cases_and_path(cpu_run):
+    stdout = cpu_run[1]
+    assert "memory/copy" in stdout and "GB/s" in stdout and "skipped" in stdout
+
+
+def _wait_for_rows(out: Path, rows: int, p: subprocess.Popen, timeout=120) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        files = list(out.glob("*.csv"))
+        if files and files[0].read_text().count("\n") >= rows + 1:
+            return files[0]
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no rows written in time")
+
+
+@pytest.mark.parametrize("sig, code, why", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_interrupted_run_leaves_readable_file_marked_incomplete(tmp_path, sig, code, why):
+    p = cardbench("run", "--out", str(tmp_path))
+    path = _wait_for_rows(tmp_path, 2, p)
+    p.send_signal(sig)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == code, stderr
+    assert str(path) in stderr and "incomplete" in stderr
+    res = read_results(path)
+    assert not res.complete and why in res.end_message
+    assert len(res.rows) >= 2
+
+
+def test_killed_run_leaves_readable_file(tmp_path):
+    p = cardbench("run", "--out", str(tmp_path))
+    path = _wait_for_rows(tmp_path, 1, p)
+    p.kill()
+    p.communicate(timeout=60)
+    res = read_results(path)
+    assert not res.complete and res.end_message == "" and len(res.rows) >= 1
+
+
+def test_unknown_device_is_bad_input():
+    p = cardbench("run", "--device", "cuda:7")
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 2 and "cuda:7" in stderr and "no visible GPU" in stderr
+
+
+def test_unwritable_out_is_bad_input(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    p = cardbench("run", "--out", str(blocker / "sub"))
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 2 and "cannot write results" in stderr and str(blocker) in stderr
+
+
+def test_unknown_family_is_a_usage_error():
+    p = cardbench("run", "--families", "memory,bogus")
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 2 and "bogus" in stderr and "memory" in stderr
