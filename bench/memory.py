@@ -99,17 +99,19 @@ def unsupported_reason(case: Case) -> str | None:
 def measurement(target: Target, case: Case, profile: str, tuned: dict) -> Measurement:
     """Allocate the arrays for `case`, pick the kernel, and describe the work."""
     n = case.array_bytes // ELEMENT_BYTES
+    params: dict = {"elements": n, "arrays": ARRAYS[case.benchmark]}
+    if case.provider == "triton":
+        # Tune before allocating this case's arrays: the tuning buffers are freed by then.
+        config, tuning = tuned_config(target, case, profile, tuned)
+        params.update(config=config.as_dict(), config_label=config.label(), sm_count=target.sm_count)
+        if tuning:
+            params["tuning_gb_per_s"] = tuning
     dev = target.device
     gen = torch.Generator(device=dev).manual_seed(1234)
     # Random normal data, never zeros: zeros run faster (METHOD.md 2.1, thonking.ai).
     arrays = [torch.randn(n, device=dev, generator=gen) for _ in range(ARRAYS[case.benchmark])]
     value = float(torch.randn(1, generator=torch.Generator().manual_seed(7)).item()) or 0.5
-    params: dict = {"elements": n, "arrays": ARRAYS[case.benchmark]}
     if case.provider == "triton":
-        config, tuning = tuned_config(target, case, profile, tuned)
-        params.update(config=config.as_dict(), config_label=config.label(), sm_count=target.sm_count)
-        if tuning:
-            params["tuning_gb_per_s"] = tuning
         fn, check = _triton_work(case.benchmark, arrays, value, config, target.sm_count)
     else:
         fn, check = _torch_work(case.benchmark, arrays, value)
@@ -147,14 +149,23 @@ def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
     n = plateau_array_bytes(target) // ELEMENT_BYTES
     gen = torch.Generator(device=target.device).manual_seed(99)
     arrays = [torch.randn(n, device=target.device, generator=gen) for _ in range(ARRAYS[case.benchmark])]
-    results = {}
+    results: dict[str, float] = {}
+    failures: list[str] = []
     for config in km.configs(profile):
         fn, _check = _triton_work(case.benchmark, arrays, 0.5, config, target.sm_count)
-        t = timing.time_fn(fn, target.device, timing.TUNE)
+        try:
+            t = timing.time_fn(fn, target.device, timing.TUNE)
+        except Exception as e:  # one configuration that does not compile here must not sink the others
+            failures.append(f"{config.label()}: {measure.error_message(e)}")
+            continue
         results[config.label()] = n * MOVED_PER_ELEMENT[case.benchmark] / t.median_s / 1e9
+    if not results:
+        raise RuntimeError("no Triton configuration ran: " + "; ".join(failures))
     best_label = max(results, key=results.get)
     best = next(c for c in km.configs(profile) if c.label() == best_label)
-    del arrays
+    del arrays, fn
+    if target.is_cuda:
+        torch.cuda.empty_cache()
     tuned[key] = best
     return best, results
 

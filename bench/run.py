@@ -121,11 +121,28 @@ def print_table(rows: list[dict]) -> None:
         where = "cpu" if index == "" else f"cuda:{index}"
         by_device.setdefault(f"{where}: {r.get('device_name', '')}", []).append(r)
     for device, device_rows in by_device.items():
+        # Rows not run for the same reason are told once, not once per case.
+        waived: dict[tuple[str, str, str], int] = {}
+        shown = []
+        for r in device_rows:
+            if r["status"] in ("skipped", "unsupported"):
+                key = (r["status"], r["provider"], r["message"])
+                waived[key] = waived.get(key, 0) + 1
+            else:
+                shown.append(r)
         print(f"\n{device}")
-        print(tabulate([table_row(r) for r in device_rows],
-                       headers=["benchmark", "provider", "case", "value", "p10..p90", "% NVML peak", "status", "note"],
-                       disable_numparse=True))
-        print(copy_summary(device_rows))
+        if shown:
+            headers = ["benchmark", "provider", "case", "value", "p10..p90", "% NVML peak", "status", "note"]
+            table = [table_row(r) for r in shown]
+            if not any(t[5] for t in table):  # no NVML peak known (CPU mode, no driver)
+                headers.pop(5)
+                table = [t[:5] + t[6:] for t in table]
+            print(tabulate(table, headers=headers, disable_numparse=True))
+        for (status, provider, message), count in waived.items():
+            print(f"{status}: {count} {provider} row(s): {message}")
+        summary = copy_summary(device_rows)
+        if summary:
+            print(summary)
 
 
 def table_row(r: dict) -> list[str]:

@@ -123,3 +123,23 @@ def test_unknown_family_is_a_usage_error():
     p = cardbench("run", "--families", "memory,bogus")
     _, stderr = p.communicate(timeout=120)
     assert p.returncode == 2 and "bogus" in stderr and "memory" in stderr
+
+
+def test_pytest_front_end_reports_device_timed_bandwidth(tmp_path):
+    import json
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    report = tmp_path / "bench.json"
+    out = subprocess.run([sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider",
+                          f"--benchmark-json={report}"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    data = json.loads(report.read_text())
+    assert data["machine_info"]["cardbench_device"]["device"] == "cpu"
+    assert data["machine_info"]["cardbench"]["torch_version"]
+    ok = [b for b in data["benchmarks"] if b["extra_info"]["status"] == "ok"]
+    assert {b["name"] for b in ok} == {f"test_memory[memory/{p}/torch/plateau]" for p in ("read", "write", "copy", "triad")}
+    for b in ok:
+        info = b["extra_info"]
+        assert info["unit"] == "GB/s" and info["value"] > 0 and info["timer"] == "perf_counter"
+        assert len(info["samples"].split(";")) == info["n_samples"]

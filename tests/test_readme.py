@@ -1,0 +1,15 @@
+"""The README opens with the two commands, and CI runs exactly the second one."""
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_readme_opens_with_setup_and_test_commands_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)\n```", readme, re.S)
+    run_cmd, test_cmd = blocks[0].strip(), blocks[1].strip()
+    assert readme.index(run_cmd) < 600  # the first thing a reader sees
+    assert run_cmd.endswith("cardbench run") and "pip install" in run_cmd
+    assert "pytest" in test_cmd and ".[test]" in test_cmd
+    assert test_cmd in (REPO / ".ci" / "run").read_text().splitlines()
