@@ -15,6 +15,8 @@ def pytest_addoption(parser):
                     help="device for `pytest bench/`: cpu, cuda:N or all (first GPU, else CPU)")
     group.addoption("--cardbench-profile", default="quick", choices=("quick", "full"),
                     help="benchmark profile for `pytest bench/` (default quick)")
+    group.addoption("--cardbench-specs", default=None, metavar="FILE",
+                    help="TOML spec entries that add to or override the shipped ones")
 
 
 def _cuda_available() -> bool:
@@ -35,11 +37,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _target(config):
-    from bench import devices
+    """The device `pytest bench/` measures, with the spec entry it matched."""
+    from bench import devices, specs
 
     cached = getattr(config, "_cardbench_target", None)
     if cached is None:
         cached = devices.select(config.getoption("--cardbench-device"))[0]
+        db = specs.load(config.getoption("--cardbench-specs"))
+        cached.spec = db.match(cached.identity.get("device_name", ""), cached.identity.get("pci_device_id", ""))
         config._cardbench_target = cached
     return cached
 

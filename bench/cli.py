@@ -27,6 +27,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=("quick", "full"), default="quick",
                      help="quick: headline sizes only; full: adds size sweeps and a wider tuning search")
     run.add_argument("--out", default="results", help="directory for the results CSV (default: results/)")
+    run.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones")
+    sp = sub.add_parser("specs", help="the spec-sheet entries with their sources")
+    from bench import specs
+
+    specs.add_arguments(sp)
     return p
 
 
@@ -38,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import run
 
         return run.main(args)
+    if args.command == "specs":
+        from bench import specs
+
+        return specs.specs_main(args)
     return 2
 
 

@@ -82,6 +82,7 @@ def throughput_fields(result: timing.Timing, work: float, scale: float) -> dict[
         "p90": float(np.percentile(values, 90)),
         "time_s": result.median_s,
         "n_samples": len(result.samples_s),
+        "calls_per_sample": result.calls_per_sample,
         "timer": result.method,
     }
 

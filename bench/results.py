@@ -32,7 +32,10 @@ COLUMNS = [
     "family", "benchmark", "provider", "dtype", "case",
     "metric", "unit", "value", "samples", "p10", "p90", "status", "message",
     # the measurement
-    "size_bytes", "work", "work_unit", "time_s", "n_samples", "timer", "params",
+    "size_bytes", "work", "work_unit", "time_s", "n_samples", "calls_per_sample", "timer", "params",
+    # the claim it is normalized against (bench/specs.toml or --specs), and the NVML-derived peak
+    "spec_entry", "spec_figure", "spec_value", "spec_unit", "spec_source", "pct_of_spec",
+    "derived_peak", "pct_of_derived",
     # telemetry sampled during the timed window
     "sm_clock_mhz_mean", "sm_clock_mhz_min", "mem_clock_mhz_mean",
     "power_w_mean", "power_w_max", "temp_c_max",
@@ -53,8 +56,9 @@ COLUMNS = [
     "cardbench_version", "cardbench_commit", "profile", "command",
 ]
 
-NUMERIC = {"value", "p10", "p90", "size_bytes", "work", "time_s"}
-INTEGER = {"schema_version", "n_samples"}
+NUMERIC = {"value", "p10", "p90", "size_bytes", "work", "time_s",
+           "spec_value", "pct_of_spec", "derived_peak", "pct_of_derived"}
+INTEGER = {"schema_version", "n_samples", "calls_per_sample"}
 REQUIRED_BY_SCHEMA = {1: COLUMNS}
 
 # Spreadsheets execute a cell that starts with one of these (CSV injection).
@@ -186,6 +190,11 @@ def read_results(path: str | os.PathLike) -> Results:
         raise ResultsFileError(path, None, None, f"not UTF-8 text (byte {e.start}); not a cardbench results file") from None
     if "\x00" in text:
         raise ResultsFileError(path, None, None, "contains NUL bytes; not a cardbench results file")
+    # Rows are written whole and fsync'd, but a machine that dies mid-write can
+    # leave a partial last line: drop it and report the file as incomplete.
+    torn = ""
+    if text and not text.endswith("\n") and "\n" in text:
+        text, torn = text[: text.rindex("\n") + 1], text[text.rindex("\n") + 1:]
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -227,10 +236,15 @@ def read_results(path: str | os.PathLike) -> Results:
             end = row
         else:
             rows.append(row)
+    if torn and end is not None:
+        raise ResultsFileError(path, reader.line_num + 1, None, "text after the run's closing row")
     if version is None:
-        raise ResultsFileError(path, None, None, "no rows after the header")
+        # Killed before its first row: a valid header and nothing else is an empty, incomplete run.
+        _check_header(path, header, max(SUPPORTED_SCHEMAS))
+        version = max(SUPPORTED_SCHEMAS)
     complete = end is not None and end["status"] == "ok"
-    return Results(str(path), rows, complete, end["message"] if end else "", version)
+    message = end["message"] if end else ("last row torn (the run died while writing it)" if torn else "")
+    return Results(str(path), rows, complete, message, version)
 
 
 def _check_version(path: Path, line: int, text: str) -> int:
@@ -264,12 +278,13 @@ def _check_row(path: Path, line: int, row: dict[str, str]) -> None:
     status = row["status"]
     if status not in STATUSES:
         raise ResultsFileError(path, line, "status", f"'{status}' is not one of {', '.join(STATUSES)}")
-    for column in ("value", "p10", "p90", "size_bytes", "work", "time_s"):
+    for column in sorted(NUMERIC):
         text = row[column]
         if text and not _is_float(text):
             raise ResultsFileError(path, line, column, f"'{text[:40]}' is not a number")
-    if row["n_samples"] and not row["n_samples"].isdigit():
-        raise ResultsFileError(path, line, "n_samples", f"'{row['n_samples'][:40]}' is not a count")
+    for column in ("n_samples", "calls_per_sample"):
+        if row[column] and not row[column].isdigit():
+            raise ResultsFileError(path, line, column, f"'{row[column][:40]}' is not a count")
     if status == "ok" and not row["value"]:
         raise ResultsFileError(path, line, "value", "empty although status is 'ok'")
     if status != "ok" and row["value"] and row["family"] != END_FAMILY:

@@ -11,7 +11,7 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from bench import devices, measure, memory, telemetry
+from bench import devices, measure, memory, specs, telemetry
 from bench.results import ResultsWriter, new_run_id, results_path
 
 # A family is a module with cases(target, profile) and run_case(target, case, profile, tuned).
@@ -34,9 +34,20 @@ def main(args) -> int:
     except devices.DeviceError as e:
         print(f"cardbench: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        db = specs.load(args.specs)
+    except specs.SpecError as e:
+        print(f"cardbench: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     families = args.families
     cpu_mode = not any(t.is_cuda for t in targets)
     print(first_line(targets, cpu_mode), flush=True)
+    for t in targets:
+        t.spec = db.match(t.identity.get("device_name", ""), t.identity.get("pci_device_id", ""))
+        print(spec_line(t), flush=True)
+        warning = specs.cross_check(t.spec, t.identity)
+        if warning:
+            print(f"warning: {t.device}: {warning}", file=sys.stderr)
 
     run_id = new_run_id()
     started = datetime.now(timezone.utc)
@@ -65,6 +76,7 @@ def main(args) -> int:
             for target, name, case in plan:
                 bar.set_description(f"{target.device} {case.id}")
                 row = FAMILIES[name].run_case(target, case, args.profile, tuned)
+                row.update(specs.normalize(row, target.spec))
                 writer.write(row)
                 rows.append(row)
                 bar.update()
@@ -106,6 +118,15 @@ def first_line(targets: list[devices.Target], cpu_mode: bool) -> str:
     return f"cardbench: measuring {len(targets)} GPU(s): {names}"
 
 
+def spec_line(t: devices.Target) -> str:
+    if t.spec is not None:
+        return f"{t.device}: spec entry '{t.spec.name}' ({t.spec.origin})"
+    if not t.is_cuda:
+        return f"{t.device}: no spec entry for this CPU; normalization columns stay empty"
+    return f"{t.device}: " + specs.unknown_card_message(t.identity.get("device_name", ""),
+                                                        t.identity.get("pci_device_id", ""))
+
+
 def header(run: dict[str, str]) -> str:
     keys = ("host", "cpu_model", "driver_version", "cuda_runtime_version", "torch_version",
             "triton_version", "nccl_version", "cardbench_version", "cardbench_commit", "profile", "run_id")
@@ -132,11 +153,12 @@ def print_table(rows: list[dict]) -> None:
                 shown.append(r)
         print(f"\n{device}")
         if shown:
-            headers = ["benchmark", "provider", "case", "value", "p10..p90", "% NVML peak", "status", "note"]
+            headers = ["benchmark", "provider", "case", "value", "p10..p90", "% of spec", "% NVML peak", "status", "note"]
             table = [table_row(r) for r in shown]
-            if not any(t[5] for t in table):  # no NVML peak known (CPU mode, no driver)
-                headers.pop(5)
-                table = [t[:5] + t[6:] for t in table]
+            for col in (6, 5):  # drop a normalization column no row has (unknown card, CPU mode)
+                if not any(t[col] for t in table):
+                    headers.pop(col)
+                    table = [t[:col] + t[col + 1:] for t in table]
             print(tabulate(table, headers=headers, disable_numparse=True))
         for (status, provider, message), count in waived.items():
             print(f"{status}: {count} {provider} row(s): {message}")
@@ -149,9 +171,10 @@ def table_row(r: dict) -> list[str]:
     ok = r["status"] == "ok"
     value = f"{float(r['value']):,.1f} {r['unit']}" if ok else ""
     spread = f"{float(r['p10']):,.1f}..{float(r['p90']):,.1f}" if ok else ""
-    peak = r.get("mem_peak_bytes_per_s")
-    pct = f"{float(r['value']) * 1e9 / float(peak):.1%}" if ok and peak and r["unit"] == "GB/s" else ""
-    return [f"{r['family']}/{r['benchmark']}", r["provider"], r["case"], value, spread, pct, r["status"], r["message"]]
+    pct_spec = f"{float(r['pct_of_spec']):.1f}%" if ok and r.get("pct_of_spec") not in (None, "") else ""
+    pct_derived = f"{float(r['pct_of_derived']):.1f}%" if ok and r.get("pct_of_derived") not in (None, "") else ""
+    return [f"{r['family']}/{r['benchmark']}", r["provider"], r["case"], value, spread, pct_spec, pct_derived,
+            r["status"], r["message"]]
 
 
 def copy_summary(rows: list[dict]) -> str:

@@ -220,11 +220,16 @@ def _torch_bus_id(props) -> str:
 def _device_handle(index: int, props=None) -> tuple[object | None, str]:
     """NVML handle of CUDA device `index`, and how it was found.
 
-    How: "pci_bus_id", "cuda_visible_devices", "index", or "" without a handle. CUDA
+    How: "uuid", "pci_bus_id", "cuda_visible_devices", "index", or "" without a handle. CUDA
     indices follow CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER (fastest first by default)
     while NVML indexes every GPU in PCI order, so the PCI bus id that torch reports is
     the only mapping that is always right; the others are fallbacks.
     """
+    uuid = str(getattr(props, "uuid", "") or "") if props is not None else ""
+    if uuid:  # torch >= 2.2: the card's UUID, exact whatever the ordering ("GPU-" prefix in NVML)
+        handle = _get("nvmlDeviceGetHandleByUUID", uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        if handle is not None:
+            return handle, "uuid"
     bus_id = _torch_bus_id(props) if props is not None else ""
     if bus_id:
         handle = _get("nvmlDeviceGetHandleByPciBusId", bus_id)

@@ -7,7 +7,7 @@ measurement (warm-up, verification and timing), not of one kernel.
 """
 import pytest
 
-from bench import memory
+from bench import memory, specs
 
 
 def test_memory(benchmark, target, memory_case, profile, tuned):
@@ -15,10 +15,13 @@ def test_memory(benchmark, target, memory_case, profile, tuned):
     benchmark.group = f"memory/{memory_case.benchmark}/{memory_case.case}"
     benchmark.pedantic(lambda: row.update(memory.run_case(target, memory_case, profile, tuned)),
                        rounds=1, iterations=1)
+    row.update(specs.normalize(row, target.spec))
     benchmark.extra_info.update({
         k: row.get(k) for k in ("status", "message", "value", "unit", "p10", "p90", "time_s",
-                                "n_samples", "timer", "size_bytes", "work", "params", "samples",
-                                "device_name", "device_uuid", "clocks_event_reasons")
+                                "n_samples", "calls_per_sample", "timer", "size_bytes", "work", "params",
+                                "samples", "spec_entry", "spec_value", "spec_source", "pct_of_spec",
+                                "derived_peak", "pct_of_derived", "device_name", "device_uuid",
+                                "clocks_event_reasons")
     })
     benchmark.extra_info["device"] = str(target.device)
     if row["status"] in ("skipped", "unsupported"):

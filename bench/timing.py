@@ -5,6 +5,7 @@ are computed from those samples and nothing is rounded.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -21,11 +22,17 @@ NOISY_SPREAD = 0.10
 # two events, the work), so a chunk this size never blocks the host.
 SAMPLES_PER_HOLD = 100
 
+# A sample shorter than this repeats the work several times (at most
+# MAX_CALLS_PER_SAMPLE) so the event resolution stays far below the sample.
+MIN_SAMPLE_S = 50e-6
+MAX_CALLS_PER_SAMPLE = 64
+
 
 @dataclass
 class Timing:
-    samples_s: list[float]  # one duration per timed sample, in seconds
+    samples_s: list[float]  # one duration per timed sample, in seconds (per call)
     method: str  # how the samples were taken, stored on every row ("timer" column)
+    calls_per_sample: int = 1  # calls of the work inside one timed sample
 
     @property
     def median_s(self) -> float:
@@ -99,23 +106,22 @@ def time_cuda(
 
     Launch overhead stays out of the window: a spin kernel holds the stream
     while the events and the work are queued behind it, so the GPU runs the
-    samples back to back (nvbandwidth's blocking-kernel method).
+    samples back to back (nvbandwidth's blocking-kernel method). Work shorter
+    than MIN_SAMPLE_S runs several times per sample: one event pair has about
+    0.5 us resolution (METHOD.md section 5).
     """
     stream = torch.cuda.current_stream()
-    # Estimate the duration of one call (after a first call that compiles).
-    fn()
+    hold = hasattr(torch.cuda, "_sleep")
+    fn()  # the first call compiles and autotunes
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    estimate_s = max(time.perf_counter() - t0, 1e-6)
+    per_call_s = _device_time(fn, stream, hold, calls=3) / 3
+    calls = max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(MIN_SAMPLE_S / max(per_call_s, 1e-9))))
     warm_end = time.perf_counter() + budget.warmup_s
     while time.perf_counter() < warm_end:
         fn()
     torch.cuda.synchronize()
 
-    n = int(min(budget.max_samples, max(budget.min_samples, budget.measure_s / estimate_s)))
-    hold = hasattr(torch.cuda, "_sleep")
+    n = int(min(budget.max_samples, max(budget.min_samples, budget.measure_s / (per_call_s * calls))))
     samples: list[float] = []
     while len(samples) < n:
         chunk = min(SAMPLES_PER_HOLD, n - len(samples))
@@ -124,17 +130,31 @@ def time_cuda(
             for _ in range(chunk)
         ]
         if hold:
-            # Enqueueing costs tens of microseconds per sample on the host.
-            torch.cuda._sleep(_spin_cycles(chunk * 100e-6 + 1e-3))
+            # Enqueueing costs tens of microseconds per launch on the host.
+            torch.cuda._sleep(_spin_cycles(chunk * (calls * 30e-6 + 60e-6) + 1e-3))
         for start, end in events:
             if flush is not None:
                 flush()
             start.record(stream)
-            fn()
+            for _ in range(calls):
+                fn()
             end.record(stream)
         torch.cuda.synchronize()
-        samples.extend(start.elapsed_time(end) / 1e3 for start, end in events)
-    return Timing(samples, "cuda_events+hold" if hold else "cuda_events")
+        samples.extend(start.elapsed_time(end) / 1e3 / calls for start, end in events)
+    return Timing(samples, "cuda_events+hold" if hold else "cuda_events", calls)
+
+
+def _device_time(fn: Callable[[], object], stream, hold: bool, calls: int) -> float:
+    """Seconds the device spends on `calls` back-to-back calls (for sizing the samples)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    if hold:
+        torch.cuda._sleep(_spin_cycles(calls * 30e-6 + 1e-3))
+    start.record(stream)
+    for _ in range(calls):
+        fn()
+    end.record(stream)
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def time_fn(

@@ -95,10 +95,16 @@ def _error(path) -> ResultsFileError:
     return info.value
 
 
-def test_truncated_row_names_line(tmp_path):
-    bad = _damage(tmp_path, lambda lines: lines[:2] + [lines[2][: len(lines[2]) // 3]])
+def test_truncated_row_inside_the_file_names_line(tmp_path):
+    bad = _damage(tmp_path, lambda lines: lines[:2] + [lines[2][: len(lines[2]) // 3] + "\n"] + lines[3:])
     e = _error(bad)
     assert e.line == 3 and "fields" in e.problem
+
+
+def test_torn_last_row_reads_as_incomplete_without_it(tmp_path):
+    torn = _damage(tmp_path, lambda lines: lines[:2] + [lines[2][: len(lines[2]) // 3]])
+    res = read_results(torn)
+    assert not res.complete and len(res.rows) == 1 and "torn" in res.end_message
 
 
 def test_non_numeric_value_names_line_and_column(tmp_path):
@@ -150,7 +156,7 @@ def test_value_on_a_failed_row_is_rejected(tmp_path):
     (b"", "empty file"),
     (b"name,age\nbob,3\n", "not a cardbench results file"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "not"),
-    (b"schema_version\n", "no rows"),
+    (b"schema_version\n", "missing column"),
 ])
 def test_foreign_files_are_rejected(tmp_path, content, words):
     path = tmp_path / "foreign.csv"
@@ -170,3 +176,44 @@ def test_results_path_is_unique_and_names_device_time_host_run(tmp_path):
     b = results.results_path(tmp_path, "NVIDIA H100 80GB HBM3", results.new_run_id(), when)
     assert a != b
     assert a.name.startswith("NVIDIA-H100-80GB-HBM3_20261126T120000Z_")
+
+
+# Property: whatever bytes a results file holds, the reader parses it or raises
+# ResultsFileError naming the file; never another exception.
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_GOOD = (FIXTURES / "results_schema_v1.csv").read_bytes()
+
+
+def _read_or_clean_error(tmp_path, content: bytes):
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(content)
+    try:
+        return read_results(path)
+    except ResultsFileError as e:
+        assert str(path) in str(e)
+        return None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=0, max_value=len(_GOOD)))
+def test_any_truncation_parses_or_fails_cleanly(tmp_path, cut):
+    res = _read_or_clean_error(tmp_path, _GOOD[:cut])
+    header_end = _GOOD.index(b"\n") + 1
+    if cut >= header_end:  # a run killed at any point after its header leaves a readable file
+        assert res is not None
+        assert res.complete == (cut == len(_GOOD))  # only the whole file is complete
+        assert len(res.rows) == _GOOD[:cut].count(b"\n") - 1 - (cut == len(_GOOD))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pos=st.integers(min_value=0, max_value=len(_GOOD) - 1), junk=st.binary(min_size=1, max_size=8))
+def test_corrupted_bytes_parse_or_fail_cleanly(tmp_path, pos, junk):
+    _read_or_clean_error(tmp_path, _GOOD[:pos] + junk + _GOOD[pos + len(junk):])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_random_files_parse_or_fail_cleanly(tmp_path, content):
+    _read_or_clean_error(tmp_path, content)

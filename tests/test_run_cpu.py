@@ -102,7 +102,7 @@ def test_killed_run_leaves_readable_file(tmp_path):
     p.kill()
     p.communicate(timeout=60)
     res = read_results(path)
-    assert not res.complete and res.end_message == "" and len(res.rows) >= 1
+    assert not res.complete and "interrupted" not in res.end_message and len(res.rows) >= 1
 
 
 def test_unknown_device_is_bad_input():
@@ -143,3 +143,31 @@ def test_pytest_front_end_reports_device_timed_bandwidth(tmp_path):
         info = b["extra_info"]
         assert info["unit"] == "GB/s" and info["value"] > 0 and info["timer"] == "perf_counter"
         assert len(info["samples"].split(";")) == info["n_samples"]
+
+
+def test_user_spec_entry_normalizes_a_cpu_run_and_a_broken_one_stops_it(tmp_path):
+    """--specs adds an entry for this host's CPU: every memory row then carries % of that claim."""
+    from bench import telemetry
+
+    cpu = telemetry.cpu_identity()["device_name"]
+    user = tmp_path / "host.toml"
+    user.write_text(
+        '[sources]\nLAB = "our lab\'s host memory figure (made up for this test)"\n\n'
+        f'[[gpu]]\nname = "test host"\nnvml_names = ["{cpu}"]\n'
+        'memory_bandwidth = { value = 0.05, unit = "TB/s", source = "LAB" }\n')
+    p = cardbench("run", "--out", str(tmp_path / "runs"), "--specs", str(user))
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr
+    assert "spec entry 'test host'" in stdout and "% of spec" in stdout
+    res = read_results(next((tmp_path / "runs").glob("*.csv")))
+    ok = res.frame().query("status == 'ok'")
+    assert (ok["spec_entry"] == "test host").all() and (ok["spec_value"] == 50.0).all()  # TB/s -> GB/s
+    assert (ok["spec_source"].str.contains("our lab")).all()
+    assert (abs(ok["pct_of_spec"] - 100 * ok["value"] / 50.0) < 1e-9).all()
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text(user.read_text().replace("0.05", "-1"))
+    p = cardbench("run", "--out", str(tmp_path / "runs2"), "--specs", str(broken))
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 2 and str(broken) in stderr and "memory_bandwidth" in stderr
+    assert not (tmp_path / "runs2").exists()  # nothing measured, nothing written
