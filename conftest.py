@@ -50,11 +50,13 @@ def _target(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "memory_case" in metafunc.fixturenames:
-        from bench import memory
+    """A test asking for `<family>_case` runs once per case of that family (bench/test_<family>.py)."""
+    from bench.run import FAMILIES
 
-        cases = memory.cases(_target(metafunc.config), metafunc.config.getoption("--cardbench-profile"))
-        metafunc.parametrize("memory_case", cases, ids=[c.id for c in cases])
+    for name, family in FAMILIES.items():
+        if f"{name}_case" in metafunc.fixturenames:
+            cases = family.cases(_target(metafunc.config), metafunc.config.getoption("--cardbench-profile"))
+            metafunc.parametrize(f"{name}_case", cases, ids=[c.id for c in cases])
 
 
 @pytest.fixture(scope="session")

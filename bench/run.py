@@ -76,7 +76,7 @@ def main(args) -> int:
             for target, name, case in plan:
                 bar.set_description(f"{target.device} {case.id}")
                 row = FAMILIES[name].run_case(target, case, args.profile, tuned)
-                row.update(specs.normalize(row, target.spec))
+                row.update(normalized(row, target))
                 writer.write(row)
                 rows.append(row)
                 bar.update()
@@ -116,6 +116,12 @@ def first_line(targets: list[devices.Target], cpu_mode: bool) -> str:
                 "Triton rows are skipped; numbers describe this host, not a GPU")
     names = ", ".join(f"{t.device} {t.name}" for t in targets)
     return f"cardbench: measuring {len(targets)} GPU(s): {names}"
+
+
+def normalized(row: dict, target: devices.Target) -> dict:
+    """Spec columns for a row; a family that normalized the row itself (transfers
+    against link theory) keeps its own figures."""
+    return {k: v for k, v in specs.normalize(row, target.spec).items() if v not in ("", None) or k not in row}
 
 
 def spec_line(t: devices.Target) -> str:

@@ -7,7 +7,8 @@ measurement (warm-up, verification and timing), not of one kernel.
 """
 import pytest
 
-from bench import memory, specs
+from bench import memory
+from bench.run import normalized
 
 
 def test_memory(benchmark, target, memory_case, profile, tuned):
@@ -15,7 +16,7 @@ def test_memory(benchmark, target, memory_case, profile, tuned):
     benchmark.group = f"memory/{memory_case.benchmark}/{memory_case.case}"
     benchmark.pedantic(lambda: row.update(memory.run_case(target, memory_case, profile, tuned)),
                        rounds=1, iterations=1)
-    row.update(specs.normalize(row, target.spec))
+    row.update(normalized(row, target))
     benchmark.extra_info.update({
         k: row.get(k) for k in ("status", "message", "value", "unit", "p10", "p90", "time_s",
                                 "n_samples", "calls_per_sample", "timer", "size_bytes", "work", "params",
