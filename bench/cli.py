@@ -32,6 +32,10 @@ def parser() -> argparse.ArgumentParser:
     from bench import specs
 
     specs.add_arguments(sp)
+    cp = sub.add_parser("compare", help="per-metric change between two runs, with confidence intervals")
+    from bench import compare
+
+    compare.add_arguments(cp)
     return p
 
 
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import specs
 
         return specs.specs_main(args)
+    if args.command == "compare":
+        from bench import compare
+
+        return compare.compare_main(args)
     return 2
 
 

@@ -101,6 +101,9 @@ def main(args) -> int:
         signal.signal(signal.SIGTERM, previous)
     writer.close()
     print_table(rows)
+    for name in families:  # family summaries: dtype ladder, P2P matrices
+        for line in getattr(FAMILIES[name], "summary_lines", lambda rows: [])(rows):
+            print(line)
     print(f"results: {path}")
     failed = [r for r in rows if r["status"] in ("wrong", "error")]
     if failed:

@@ -1,0 +1,298 @@
+"""`cardbench compare BASELINE NEW`: per-metric change with a confidence interval and a verdict.
+
+Statistics come from the raw samples every row keeps: the ratio of medians
+with a bootstrap confidence interval (scipy) plus a Mann-Whitney rank test,
+as METHOD.md section 6 recommends. A row is `slower` only when its whole
+interval lies beyond the threshold, so noise reads as `inconclusive`, not as
+a regression. Rows whose runs differ in throttle reasons or mean SM clock are
+marked, so a thermal event is not reported as a driver regression.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.results import Results, ResultsFileError, parse_samples, read_results
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+
+# Plateau-size bandwidth and matmul rows are sub-percent noisy, latency-bound ones are
+# not (METHOD.md section 6: nvbench 0.05-0.5% at 2^28 elements, 1-15% at 2^16-2^20).
+DEFAULT_THRESHOLD = 0.02
+LATENCY_BOUND_THRESHOLD = 0.05
+LATENCY_BOUND_BYTES = 64 * 2**20
+LOWER_IS_BETTER_UNITS = {"s", "ms", "us", "ns"}
+SIGNIFICANCE = 0.05  # rank-test p-value a faster/slower verdict also needs
+CLOCK_DIFFERENCE = 0.03  # mean SM clocks further apart than this mark the row
+
+ROW_KEY = ("family", "benchmark", "provider", "dtype", "case")
+# Run-level fields whose change is context for every difference found.
+CONTEXT_FIELDS = ("driver_version", "cuda_driver_version", "cuda_runtime_version", "torch_version",
+                  "triton_version", "nccl_version", "vbios_version", "power_limit_w", "sm_clock_max_mhz",
+                  "mem_clock_max_mhz", "ecc_mode", "persistence_mode", "mig_mode", "cardbench_version",
+                  "cardbench_commit", "profile", "host")
+# Clock-event bits that say the card slowed itself down (gpu_idle and the like do not).
+THROTTLE_BITS = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+
+
+class CompareError(ValueError):
+    """Input that cannot be compared (no common rows, different cards, no baseline)."""
+
+
+@dataclass
+class Comparison:
+    key: tuple[str, ...]
+    card: str
+    unit: str
+    baseline: float | None
+    new: float | None
+    verdict: str  # same, faster, slower, inconclusive, failed (ok before, not ok now), fixed, only-baseline, only-new
+    ratio: float | None = None  # speed ratio: > 1 is better, whatever the unit's direction
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    threshold: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def change_pct(self) -> float | None:
+        return None if self.ratio is None else (self.ratio - 1) * 100
+
+
+def card_key(row: dict[str, str], any_card: bool) -> str:
+    """Which card a row belongs to: UUID, else serial, else host and name (CPU mode)."""
+    if any_card:
+        return f"device {row['device_index'] or 'cpu'}"
+    return row["device_uuid"] or row["device_serial"] or f"{row['host']}:{row['device_name']}"
+
+
+def threshold_for(row: dict[str, str], overrides: dict[str, float]) -> float:
+    family = row["family"]
+    if family in overrides:
+        return overrides[family]
+    latency = row["unit"] in LOWER_IS_BETTER_UNITS or (
+        row["size_bytes"] and float(row["size_bytes"]) < LATENCY_BOUND_BYTES)
+    if latency:
+        return overrides.get("latency", LATENCY_BOUND_THRESHOLD)
+    return overrides.get("*", DEFAULT_THRESHOLD)
+
+
+def speed_ratio_ci(base: list[float], new: list[float], higher_is_better: bool, seed: int = 0):
+    """Ratio of medians (new over baseline, > 1 = better) with a 95% bootstrap interval."""
+    from scipy import stats
+
+    def ratio(b, n, axis=-1):
+        r = np.median(n, axis=axis) / np.median(b, axis=axis)
+        return r if higher_is_better else 1 / r
+
+    point = float(ratio(np.asarray(base), np.asarray(new)))
+    if len(base) < 2 or len(new) < 2:
+        return point, None, None, None
+    res = stats.bootstrap((base, new), ratio, n_resamples=4000, confidence_level=0.95, method="percentile",
+                          vectorized=True, random_state=np.random.default_rng(seed))
+    p = float(stats.mannwhitneyu(base, new, alternative="two-sided").pvalue)
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high), p
+
+
+def verdict_for(ratio: float, low: float | None, high: float | None, p: float | None, thr: float) -> str:
+    if low is None or high is None or p is None:
+        return "inconclusive"
+    if high < 1 - thr and p < SIGNIFICANCE:
+        return "slower"
+    if low > 1 + thr and p < SIGNIFICANCE:
+        return "faster"
+    if low >= 1 - thr and high <= 1 + thr:
+        return "same"
+    return "inconclusive"
+
+
+def _conditions(b: dict[str, str], n: dict[str, str]) -> list[str]:
+    """Why two rows' conditions differ: throttling in one run only, or different mean clocks."""
+    notes = []
+    tb = int(b["clocks_event_reasons"] or "0", 16) & THROTTLE_BITS
+    tn = int(n["clocks_event_reasons"] or "0", 16) & THROTTLE_BITS
+    if tb != tn:
+        notes.append(f"throttle reasons differ: baseline {b['clocks_event_reason_names'] or 'none'}, "
+                     f"new {n['clocks_event_reason_names'] or 'none'}")
+    if b["sm_clock_mhz_mean"] and n["sm_clock_mhz_mean"]:
+        cb, cn = float(b["sm_clock_mhz_mean"]), float(n["sm_clock_mhz_mean"])
+        if cb > 0 and abs(cn - cb) / cb > CLOCK_DIFFERENCE:
+            notes.append(f"mean SM clock {cb:.0f} -> {cn:.0f} MHz")
+    return notes
+
+
+def compare_rows(base: Results, new: Results, overrides: dict[str, float], any_card: bool) -> list[Comparison]:
+    def index(res: Results):
+        return {(card_key(r, any_card), *(r[k] for k in ROW_KEY)): r for r in res.rows}
+
+    bi, ni = index(base), index(new)
+    if not {k[0] for k in bi} & {k[0] for k in ni}:
+        raise CompareError(
+            f"no card in common: baseline {sorted({k[0] for k in bi})}, new {sorted({k[0] for k in ni})} "
+            "(pass --any-card to compare different cards)")
+    if not bi.keys() & ni.keys():
+        raise CompareError("no measurement in common between the two runs")
+    out = []
+    for key in sorted(bi.keys() | ni.keys()):
+        b, n = bi.get(key), ni.get(key)
+        row = n or b
+        c = Comparison(key[1:], key[0], row["unit"], None, None, "")
+        if b is None or n is None:
+            c.verdict = "only-new" if b is None else "only-baseline"
+            out.append(c)
+            continue
+        c.baseline = float(b["value"]) if b["status"] == "ok" else None
+        c.new = float(n["value"]) if n["status"] == "ok" else None
+        if c.baseline is None or c.new is None:
+            if c.baseline is not None:
+                c.verdict, c.notes = "failed", [f"now {n['status']}: {n['message']}"]
+            elif c.new is not None:
+                c.verdict, c.notes = "fixed", [f"was {b['status']}: {b['message']}"]
+            else:
+                c.verdict, c.notes = "not-measured", [f"{b['status']} -> {n['status']}"]
+            out.append(c)
+            continue
+        c.threshold = threshold_for(n, overrides)
+        higher = n["unit"] not in LOWER_IS_BETTER_UNITS
+        c.ratio, c.ci_low, c.ci_high, c.p_value = speed_ratio_ci(
+            parse_samples(b["samples"]) or [c.baseline], parse_samples(n["samples"]) or [c.new], higher)
+        c.verdict = verdict_for(c.ratio, c.ci_low, c.ci_high, c.p_value, c.threshold)
+        c.notes = _conditions(b, n)
+        out.append(c)
+    order = {"failed": 0, "slower": 1, "inconclusive": 2, "same": 3, "faster": 4}
+    return sorted(out, key=lambda c: (order.get(c.verdict, 5), c.ratio if c.ratio is not None else 0))
+
+
+def context_changes(base: Results, new: Results) -> list[str]:
+    """Run-level fields (driver, CUDA, torch, VBIOS, power limit...) that differ between the runs."""
+    changes = []
+    for f in CONTEXT_FIELDS:
+        vb = sorted({r[f] for r in base.rows if r.get(f)})
+        vn = sorted({r[f] for r in new.rows if r.get(f)})
+        if vb != vn:
+            changes.append(f"{f}: {', '.join(vb) or '(none)'} -> {', '.join(vn) or '(none)'}")
+    return changes
+
+
+def pick_baseline(path: Path, new: Results, any_card: bool) -> Results:
+    """BASELINE is a file, or a directory of runs: the same card's latest run before NEW."""
+    if not path.is_dir():
+        return read_results(path)
+    cards = {card_key(r, any_card) for r in new.rows}
+    started = min(r["timestamp_utc"] for r in new.rows)
+    candidates = []
+    for f in sorted(path.rglob("*.csv")):
+        if f.resolve() == Path(new.path).resolve():
+            continue
+        try:
+            res = read_results(f)
+        except ResultsFileError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+            continue
+        if res.rows and cards & {card_key(r, any_card) for r in res.rows}:
+            when = min(r["timestamp_utc"] for r in res.rows)
+            if when < started:
+                candidates.append((when, res))
+    if not candidates:
+        raise CompareError(f"{path}: no earlier run of the same card ({', '.join(sorted(cards))})")
+    return max(candidates, key=lambda c: c[0])[1]
+
+
+def _fmt(x: float | None, spec: str = ",.1f") -> str:
+    return "" if x is None else format(x, spec)
+
+
+def table_rows(comps: list[Comparison]) -> list[list[str]]:
+    rows = []
+    for c in comps:
+        interval = (f"{(c.ci_low - 1) * 100:+.1f}..{(c.ci_high - 1) * 100:+.1f}%"
+                    if c.ci_low is not None else "")
+        rows.append(["/".join(c.key[:2]), c.key[2], c.key[3], c.key[4],
+                     f"{_fmt(c.baseline)} {c.unit}" if c.baseline is not None else "",
+                     f"{_fmt(c.new)} {c.unit}" if c.new is not None else "",
+                     _fmt(c.change_pct, "+.1f") + ("%" if c.change_pct is not None else ""), interval,
+                     _fmt(c.p_value, ".2g"), f"±{c.threshold:.0%}" if c.threshold else "", c.verdict,
+                     "; ".join(c.notes)])
+    return rows
+
+
+HEADERS = ["benchmark", "provider", "dtype", "case", "baseline", "new", "change", "95% CI",
+           "p", "threshold", "verdict", "note"]
+
+
+def summary(comps: list[Comparison]) -> str:
+    counts = {v: sum(c.verdict == v for c in comps) for v in
+              ("same", "faster", "slower", "inconclusive", "failed", "fixed", "only-baseline", "only-new",
+               "not-measured")}
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n or v in ("same", "faster", "slower", "inconclusive"))
+
+
+def render(comps, changes, base: Results, new: Results, fmt: str) -> str:
+    from tabulate import tabulate
+
+    if fmt == "json":
+        return json.dumps({
+            "baseline": base.path, "new": new.path, "summary": summary(comps), "context_changes": changes,
+            "rows": [dict(asdict(c), key=dict(zip(ROW_KEY, c.key)), change_pct=c.change_pct) for c in comps],
+        }, indent=2)
+    counts = summary(comps)  # rows measured in neither run are counted, not tabled
+    comps = [c for c in comps if c.verdict != "not-measured"]
+    head = [f"baseline: {base.path}", f"new:      {new.path}"]
+    head += [f"changed:  {c}" for c in changes] or ["changed:  nothing in the recorded environment"]
+    if fmt == "markdown":
+        lines = ["## cardbench compare", ""] + [f"- {h.strip()}" for h in head] + ["",
+                 tabulate(table_rows(comps), headers=HEADERS, tablefmt="github", disable_numparse=True),
+                 "", f"**{counts}**"]
+        return "\n".join(lines)
+    return "\n".join(head + ["", tabulate(table_rows(comps), headers=HEADERS, disable_numparse=True), "",
+                             counts])
+
+
+def parse_thresholds(values: list[str]) -> dict[str, float]:
+    """`--threshold 3` (every row) or `--threshold memory=2 --threshold latency=10`, in percent."""
+    out = {}
+    for v in values:
+        name, _, pct = v.rpartition("=")
+        try:
+            fraction = float(pct) / 100
+        except ValueError:
+            raise CompareError(f"--threshold {v}: expected PERCENT or FAMILY=PERCENT") from None
+        if not 0 < fraction < 1:
+            raise CompareError(f"--threshold {v}: the percentage must be between 0 and 100")
+        out[name or "*"] = fraction
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("baseline", help="a results CSV, or a directory of runs (the same card's latest run before NEW)")
+    p.add_argument("new", help="the results CSV to judge")
+    p.add_argument("--threshold", action="append", default=[], metavar="[FAMILY=]PCT",
+                   help="change that counts, in percent: default 2 (5 for latency-bound rows: latency units or "
+                        "working sets under 64 MiB); FAMILY=PCT per family, latency=PCT for latency-bound rows")
+    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument("--any-card", action="store_true",
+                   help="compare runs of different cards (rows matched by device index)")
+
+
+def compare_main(args) -> int:
+    try:
+        overrides = parse_thresholds(args.threshold)
+        new = read_results(args.new)
+        if not new.rows:
+            raise CompareError(f"{args.new}: no measurements in this file")
+        base = pick_baseline(Path(args.baseline), new, args.any_card)
+        comps = compare_rows(base, new, overrides, args.any_card)
+    except (ResultsFileError, CompareError) as e:
+        print(f"cardbench compare: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for res in (base, new):
+        if not res.complete:
+            print(f"warning: {res.path} is an incomplete run ({res.end_message or 'no closing row'})",
+                  file=sys.stderr)
+    print(render(comps, context_changes(base, new), base, new, args.format))
+    return EXIT_REGRESSION if any(c.verdict in ("slower", "failed") for c in comps) else EXIT_OK
