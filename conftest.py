@@ -17,6 +17,10 @@ def pytest_addoption(parser):
                     help="benchmark profile for `pytest bench/` (default quick)")
     group.addoption("--cardbench-specs", default=None, metavar="FILE",
                     help="TOML spec entries that add to or override the shipped ones")
+    group.addoption("--policy", default=None, metavar="FILE",
+                    help="acceptance policy for bench/test_accept.py (default: the shipped bench/policy.toml)")
+    group.addoption("--cardbench-from", default=None, metavar="RESULTS.csv",
+                    help="bench/test_accept.py judges this results file instead of measuring")
 
 
 def _cuda_available() -> bool:
@@ -28,6 +32,8 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    # Acceptance checks judge the rows the benchmark tests of the same session measured: run them last.
+    items.sort(key=lambda item: item.path.name == "test_accept.py" and item.path.parent.name == "bench")
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
@@ -53,6 +59,12 @@ def pytest_generate_tests(metafunc):
     """A test asking for `<family>_case` runs once per case of that family (bench/test_<family>.py)."""
     from bench.run import FAMILIES
 
+    if "accept_check" in metafunc.fixturenames:
+        from bench import accept
+
+        policy = accept.load_policy(metafunc.config.getoption("--policy"))
+        names = [c.name for c in policy.checks if c.enabled] + list(accept.HEALTH_CHECKS)
+        metafunc.parametrize("accept_check", names)
     for name, family in FAMILIES.items():
         if f"{name}_case" in metafunc.fixturenames:
             cases = family.cases(_target(metafunc.config), metafunc.config.getoption("--cardbench-profile"))
@@ -67,6 +79,12 @@ def target(request):
 @pytest.fixture(scope="session")
 def profile(request):
     return request.config.getoption("--cardbench-profile")
+
+
+@pytest.fixture(scope="session")
+def session_rows():
+    """Every results row the benchmark tests of this session measured (bench/test_accept.py judges them)."""
+    return []
 
 
 @pytest.fixture(scope="session")

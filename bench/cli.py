@@ -36,6 +36,10 @@ def parser() -> argparse.ArgumentParser:
     from bench import compare
 
     compare.add_arguments(cp)
+    ap = sub.add_parser("accept", help="acceptance verdicts per card: PASS / FAIL / INCONCLUSIVE per check")
+    from bench import accept
+
+    accept.add_arguments(ap)
     return p
 
 
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import compare
 
         return compare.compare_main(args)
+    if args.command == "accept":
+        from bench import accept
+
+        return accept.accept_main(args)
     return 2
 
 

@@ -29,16 +29,25 @@ def _on_sigterm(signum, frame):
 
 
 def main(args) -> int:
+    return execute(args)[0]
+
+
+def execute(args, before_family=None) -> tuple[int, Path | None]:
+    """Run the plan; returns the exit code and the CSV written (None when nothing was).
+
+    `before_family(target, family)` runs each time a device starts a new family
+    (`cardbench accept` waits there for the card to be idle and cool).
+    """
     try:
         targets = devices.select(args.device)
     except devices.DeviceError as e:
         print(f"cardbench: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT, None
     try:
         db = specs.load(args.specs)
     except specs.SpecError as e:
         print(f"cardbench: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT, None
     families = args.families
     cpu_mode = not any(t.is_cuda for t in targets)
     print(first_line(targets, cpu_mode), flush=True)
@@ -60,7 +69,7 @@ def main(args) -> int:
         writer = ResultsWriter(path, run_fields)
     except OSError as e:
         print(f"cardbench: cannot write results to {args.out}: {e.strerror or e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT, None
     for t in targets:
         others = t.identity.get("compute_processes")
         if others and others != "0":
@@ -73,7 +82,11 @@ def main(args) -> int:
     tuned: dict = {}
     try:
         with tqdm(total=len(plan), unit="case", file=sys.stderr, disable=None, leave=False) as bar:
+            current = None
             for target, name, case in plan:
+                if before_family is not None and current != (target.device, name):
+                    current = (target.device, name)
+                    before_family(target, name)
                 bar.set_description(f"{target.device} {case.id}")
                 row = FAMILIES[name].run_case(target, case, args.profile, tuned)
                 row.update(normalized(row, target))
@@ -86,13 +99,13 @@ def main(args) -> int:
                           file=sys.stderr)
                     print_table(rows)
                     print(f"results (incomplete): {path}")
-                    return EXIT_FAILED_ROWS
+                    return EXIT_FAILED_ROWS, path
     except (KeyboardInterrupt, Interrupted) as e:
         why = str(e) if isinstance(e, Interrupted) else "SIGINT"
         writer.close("error", f"interrupted by {why} after {writer.rows_written} rows")
         print_table(rows)
         print(f"\ncardbench: interrupted by {why}; results so far (marked incomplete): {path}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if why == "SIGTERM" else signal.SIGINT)
+        return 128 + (signal.SIGTERM if why == "SIGTERM" else signal.SIGINT), path
     except BaseException as e:
         writer.close("error", f"crashed: {measure.error_message(e)}")
         print(f"cardbench: crashed; results so far (marked incomplete): {path}", file=sys.stderr)
@@ -108,8 +121,8 @@ def main(args) -> int:
     failed = [r for r in rows if r["status"] in ("wrong", "error")]
     if failed:
         print(f"cardbench: {len(failed)} row(s) wrong or error", file=sys.stderr)
-        return EXIT_FAILED_ROWS
-    return EXIT_OK
+        return EXIT_FAILED_ROWS, path
+    return EXIT_OK, path
 
 
 def first_line(targets: list[devices.Target], cpu_mode: bool) -> str:

@@ -248,10 +248,14 @@ def _device_handle(index: int, props=None) -> tuple[object | None, str]:
     return handle, ("index" if handle is not None else "")
 
 
-def device_identity(index: int) -> dict[str, str]:
-    """Identity, configuration and health of CUDA device `index` (torch numbering); "" where unknown."""
+def device_identity(index: int | None, handle=None) -> dict[str, str]:
+    """Identity, configuration and health of CUDA device `index` (torch numbering); "" where unknown.
+
+    `handle`: an NVML handle to read instead of the one mapped from `index` (`cardbench env`
+    lists every card the driver sees, also those CUDA does not; index None: no torch fields).
+    """
     out = dict.fromkeys(DEVICE_KEYS, "")
-    props = _torch_props(index)
+    props = _torch_props(index) if index is not None else None
     if props is not None:  # NVML has no SM count or L2 size; the rest are fallbacks for NVML below
         out["device_name"] = _text(getattr(props, "name", None))
         out["pci_bus_id"] = _torch_bus_id(props)
@@ -259,7 +263,8 @@ def device_identity(index: int) -> dict[str, str]:
         out["sm_count"] = _text(getattr(props, "multi_processor_count", None))
         out["l2_cache_bytes"] = _text(getattr(props, "L2_cache_size", None))  # torch >= 2.5
         out["memory_total_bytes"] = _text(getattr(props, "total_memory", None))
-    handle, _how = _device_handle(index, props)
+    if handle is None and index is not None:
+        handle, _how = _device_handle(index, props)
     if handle is None:
         return out
     nv = _nvml_module()
@@ -333,6 +338,17 @@ def pcie_link(index: int) -> dict[str, str]:
     if handle is None:
         return {"pcie_gen_current": "", "pcie_width_current": ""}
     return _pcie_link(handle)
+
+
+def idle_state(index: int) -> tuple[float | None, float | None]:
+    """(GPU utilization %, temperature C) now, for an idle gate; (None, None) without NVML."""
+    nv = _nvml_module()
+    handle = _device_handle(index, _torch_props(index))[0] if nv is not None else None
+    if handle is None:
+        return None, None
+    util = _get("nvmlDeviceGetUtilizationRates", handle)
+    temp = _get("nvmlDeviceGetTemperature", handle, nv.NVML_TEMPERATURE_GPU)
+    return (float(util.gpu) if util is not None else None), (float(temp) if temp is not None else None)
 
 
 def _cache_bytes(text: str) -> int:

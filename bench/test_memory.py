@@ -11,12 +11,13 @@ from bench import memory
 from bench.run import normalized
 
 
-def test_memory(benchmark, target, memory_case, profile, tuned):
+def test_memory(benchmark, target, memory_case, profile, tuned, session_rows):
     row: dict = {}
     benchmark.group = f"memory/{memory_case.benchmark}/{memory_case.case}"
     benchmark.pedantic(lambda: row.update(memory.run_case(target, memory_case, profile, tuned)),
                        rounds=1, iterations=1)
     row.update(normalized(row, target))
+    session_rows.append(row)
     benchmark.extra_info.update({
         k: row.get(k) for k in ("status", "message", "value", "unit", "p10", "p90", "time_s",
                                 "n_samples", "calls_per_sample", "timer", "size_bytes", "work", "params",
