@@ -32,6 +32,10 @@ def parser() -> argparse.ArgumentParser:
     from bench import specs
 
     specs.add_arguments(sp)
+    ep = sub.add_parser("env", help="the machine: cards, links, topology, NUMA, ECC, versions (--json for scripts)")
+    from bench import env
+
+    env.add_arguments(ep)
     cp = sub.add_parser("compare", help="per-metric change between two runs, with confidence intervals")
     from bench import compare
 
@@ -40,6 +44,10 @@ def parser() -> argparse.ArgumentParser:
     from bench import accept
 
     accept.add_arguments(ap)
+    rp = sub.add_parser("report", help="publishable measured-versus-claimed report (Markdown, HTML, plots)")
+    from bench import report
+
+    report.add_arguments(rp)
     return p
 
 
@@ -55,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import specs
 
         return specs.specs_main(args)
+    if args.command == "env":
+        from bench import env
+
+        return env.env_main(args)
     if args.command == "compare":
         from bench import compare
 
@@ -63,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import accept
 
         return accept.accept_main(args)
+    if args.command == "report":
+        from bench import report
+
+        return report.report_main(args)
     return 2
 
 
