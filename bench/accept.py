@@ -90,6 +90,8 @@ def _read_toml(path: str) -> dict:
         raise PolicyError(f"{path}: cannot read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise PolicyError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"{path}: not UTF-8 text (byte {e.start}); not a policy file") from None
 
 
 def _check_from(path: str, raw: dict, base: Check | None = None) -> Check:
@@ -113,7 +115,7 @@ def _check_from(path: str, raw: dict, base: Check | None = None) -> Check:
     if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 200:
         raise PolicyError(f"{where}, field 'min_pct': {pct!r} is not a percentage in (0, 200]")
     each = merged.get("each", [])
-    if not isinstance(each, list) or set(each) - SELECT_FIELDS:
+    if not isinstance(each, list) or not all(isinstance(x, str) for x in each) or set(each) - SELECT_FIELDS:
         raise PolicyError(f"{where}, field 'each': a list of fields among {', '.join(sorted(SELECT_FIELDS))}")
     enabled = merged.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -157,7 +159,7 @@ def _parse(path: str, data: dict, base: Policy | None) -> Policy:
         checks[name] = _check_from(path, raw, checks.get(name))
     health = _section(path, data, "health", HEALTH_KEYS, base.health if base else {})
     for reason in health.get("forbidden_clock_reasons", []):
-        if reason not in telemetry.CLOCKS_EVENT_REASONS.values():
+        if not isinstance(reason, str) or reason not in telemetry.CLOCKS_EVENT_REASONS.values():
             raise PolicyError(f"{path}: [health], field 'forbidden_clock_reasons': unknown reason '{reason}' "
                               f"(known: {', '.join(telemetry.CLOCKS_EVENT_REASONS.values())})")
     idle = _section(path, data, "idle_gate", IDLE_KEYS, base.idle_gate if base else {})

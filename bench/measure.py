@@ -68,7 +68,11 @@ def run(m: Measurement, target: Target, budget: timing.Budget) -> dict[str, obje
         # Read the link right after the load: an idle link trains down to Gen1.
         row.update(telemetry.pcie_link(target.index))
     row.update(throughput_fields(result, m.work, m.scale))
-    row.update(status="ok", message=spread_note(row))
+    notes = [spread_note(row)]
+    others = str(row.get("compute_processes") or "0")
+    if others.isdigit() and int(others) > 0:
+        notes.append(f"disturbed: {others} other process(es) computing on the card during the measurement")
+    row.update(status="ok", message="; ".join(n for n in notes if n))
     return row
 
 
@@ -97,6 +101,13 @@ def spread_note(row: dict[str, object]) -> str:
 def error_message(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return " ".join(text.split())[:500]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device or host allocation failure (retrying smaller may work), not a kernel bug."""
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    text = str(exc).lower()
+    return isinstance(exc, (oom, MemoryError)) or "out of memory" in text or "can't allocate memory" in text
 
 
 def cuda_context_usable(target: Target) -> bool:

@@ -245,20 +245,34 @@ def _check_triad(run, a, b, c, value: float) -> str | None:
 
 
 def run_case(target: Target, case: Case, profile: str, tuned: dict) -> dict[str, object]:
-    """Measure one case and return its row; never raises for a failing case."""
+    """Measure one case and return its row; never raises for a failing case.
+
+    Out of memory (another process holds memory, a smaller card): retry with half
+    the arrays, down to SWEEP_START, and say so on the row.
+    """
     reason = skip_reason(target, case)
     if reason:
         return measure.status_row(describe(target, case), target, "skipped", reason)
     reason = unsupported_reason(case)
     if reason:
         return measure.status_row(describe(target, case), target, "unsupported", reason)
-    m = None
-    try:
-        m = measurement(target, case, profile, tuned)
-        return measure.run(m, target, budget_for(case, profile))
-    except Exception as e:  # a crashing kernel is an `error` row; the run goes on
-        return measure.status_row(m or describe(target, case), target, "error", measure.error_message(e))
-    finally:
-        del m
-        if target.is_cuda:
-            torch.cuda.empty_cache()
+    attempt, first_size = case, case.array_bytes
+    while True:
+        m = None
+        try:
+            m = measurement(target, attempt, profile, tuned)
+            row = measure.run(m, target, budget_for(attempt, profile))
+            if attempt.array_bytes != first_size:
+                note = (f"out of memory at {human_bytes(first_size)} per array: "
+                        f"measured at {human_bytes(attempt.array_bytes)}")
+                row["message"] = "; ".join(x for x in (note, row.get("message", "")) if x)
+            return row
+        except Exception as e:  # a crashing kernel is an `error` row; the run goes on
+            if measure.is_out_of_memory(e) and attempt.array_bytes // 2 >= SWEEP_START:
+                attempt = Case(attempt.benchmark, attempt.provider, attempt.case, attempt.array_bytes // 2)
+                continue
+            return measure.status_row(m or describe(target, attempt), target, "error", measure.error_message(e))
+        finally:
+            del m
+            if target.is_cuda:
+                torch.cuda.empty_cache()

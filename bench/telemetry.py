@@ -320,11 +320,17 @@ def device_identity(index: int | None, handle=None) -> dict[str, str]:
                                 "nvmlDeviceGetMaxPcieLinkGeneration"), handle))
     put("pcie_width_max", _get("nvmlDeviceGetMaxPcieLinkWidth", handle))
     put("pcie_replay_count", _get("nvmlDeviceGetPcieReplayCounter", handle))
+    put("compute_processes", _other_processes(handle))
+    return out
+
+
+def _other_processes(handle) -> int | None:
+    """Processes other than this one with a compute context on the card, or None when NVML cannot tell."""
     procs = _first(("nvmlDeviceGetComputeRunningProcesses",
                     "nvmlDeviceGetComputeRunningProcesses_v2"), handle)
-    if procs is not None:
-        put("compute_processes", sum(1 for p in procs if getattr(p, "pid", None) != os.getpid()))
-    return out
+    if procs is None:
+        return None
+    return sum(1 for p in procs if getattr(p, "pid", None) != os.getpid())
 
 
 def _pcie_link(handle) -> dict[str, str]:
@@ -411,13 +417,15 @@ class Sampler:
         self._rows: list[tuple] = []  # (sm MHz, mem MHz, power mW, temp C, event mask), None where unread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._procs: list[int] = []  # other compute processes seen at the window's edges
 
     def __enter__(self) -> "Sampler":
         # A fresh list and event per window: a thread left over from a hung window cannot write into this one.
-        self._rows, self._stop = [], threading.Event()
+        self._rows, self._stop, self._procs = [], threading.Event(), []
         if self.index is not None and nvml_available():
             self._handle = _device_handle(self.index, _torch_props(self.index))[0]
         if self._handle is not None:
+            self._count_processes()
             self._sample(self._rows)  # the window's first instant, even if it ends before the first tick
             self._thread = threading.Thread(target=self._run, args=(self._stop, self._rows),
                                             name="cardbench-telemetry", daemon=True)
@@ -430,7 +438,17 @@ class Sampler:
             self._thread.join(timeout=5)  # a hung NVML call must not hang the benchmark: daemon thread
             self._thread = None
             self._sample(self._rows)
+            self._count_processes()
         return False
+
+    def _count_processes(self) -> None:
+        """Other processes computing on the card at the window's edges: they disturb this measurement."""
+        try:
+            n = _other_processes(self._handle)
+        except Exception:
+            n = None
+        if n is not None:
+            self._procs.append(n)
 
     def _run(self, stop: threading.Event, rows: list) -> None:
         while not stop.wait(self.interval_s):
@@ -477,4 +495,6 @@ class Sampler:
             # gpu_idle is expected at the window's edges (before the first launch): not a finding.
             out["clocks_event_reason_names"] = "|".join(n for n in reason_names(mask) if n != "gpu_idle")
         out["telemetry_samples"] = _text(len(rows))
+        if self._procs:  # only when counted: an empty value must not hide the run-start count
+            out["compute_processes"] = _text(max(self._procs))
         return out

@@ -85,6 +85,33 @@ def test_crashing_op_gives_error_row_and_the_run_goes_on(monkeypatch):
     assert row["status"] == "error" and "kernel exploded" in row["message"]
 
 
+def test_out_of_memory_retries_smaller_and_says_so(monkeypatch):
+    """A controlled allocation failure: arrays above 2 MiB cannot be allocated."""
+    real_randn = torch.randn
+
+    def scarce_randn(n, *args, **kw):
+        if isinstance(n, int) and n * 4 > 2 * MIB:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 MiB")
+        return real_randn(n, *args, **kw)
+
+    monkeypatch.setattr(torch, "randn", scarce_randn)
+    cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
+    row = memory.run_case(cpu, memory.Case("copy", "torch", "plateau", 8 * MIB), "quick", {})
+    assert row["status"] == "ok"
+    assert row["message"].startswith("out of memory at 8MiB per array: measured at 2MiB")
+    assert row["size_bytes"] == 2 * 2 * MIB and row["case"] == "plateau"
+
+
+def test_out_of_memory_below_the_floor_is_an_error_and_the_run_goes_on(monkeypatch):
+    def no_memory(*args, **kw):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4194304 bytes")
+
+    monkeypatch.setattr(torch, "randn", no_memory)
+    cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
+    row = memory.run_case(cpu, memory.Case("triad", "torch", "plateau", 4 * MIB), "quick", {})
+    assert row["status"] == "error" and "can't allocate memory" in row["message"]
+
+
 def _interpreted_triton_rows(broken: str) -> list[dict]:
     """Run the Triton provider through bench.memory on the CPU under the interpreter (in a child)."""
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")

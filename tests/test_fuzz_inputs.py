@@ -1,0 +1,88 @@
+"""Spec and policy readers fed random and truncated files: a clean error naming the file, or a
+correct parse; never a traceback."""
+from importlib import resources
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench import accept, specs
+
+SHIPPED_SPECS = (resources.files("bench") / "specs.toml").read_text(encoding="utf-8")
+SHIPPED_POLICY = (resources.files("bench") / "policy.toml").read_text(encoding="utf-8")
+USER_SPECS = '''[sources]
+X = "a test source"
+
+[[gpu]]
+name = "Lab Card"
+nvml_names = ["NVIDIA Lab Card"]
+memory_bandwidth = { value = 1000, unit = "GB/s", source = "X" }
+bf16_dense = { value = 100, unit = "TFLOP/s", source = "X" }
+bf16_sparse = { value = 200, unit = "TFLOP/s", source = "X" }
+'''
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _spec_file(tmp_path, content: bytes):
+    path = tmp_path / "user.toml"
+    path.write_bytes(content)
+    try:
+        db = specs.load(path)
+    except specs.SpecError as e:
+        assert str(path) in str(e)
+        return None
+    assert db.entries  # a parse that succeeds still has the shipped entries
+    return db
+
+
+def _policy_file(tmp_path, content: bytes):
+    path = tmp_path / "policy.toml"
+    path.write_bytes(content)
+    try:
+        policy = accept.load_policy(str(path))
+    except accept.PolicyError as e:
+        assert str(path) in str(e)
+        return None
+    assert all(c.min_pct > 0 for c in policy.checks)
+    return policy
+
+
+@FUZZ
+@given(cut=st.integers(min_value=0, max_value=len(USER_SPECS)))
+def test_truncated_user_spec_file(tmp_path, cut):
+    _spec_file(tmp_path, USER_SPECS[:cut].encode())
+
+
+@FUZZ
+@given(pos=st.integers(min_value=0, max_value=len(USER_SPECS) - 1), junk=st.text(min_size=1, max_size=6))
+def test_corrupted_user_spec_file(tmp_path, pos, junk):
+    _spec_file(tmp_path, (USER_SPECS[:pos] + junk + USER_SPECS[pos + len(junk):]).encode("utf-8", "replace"))
+
+
+@FUZZ
+@given(content=st.binary(max_size=300))
+def test_random_bytes_as_spec_file(tmp_path, content):
+    _spec_file(tmp_path, content)
+
+
+@FUZZ
+@given(cut=st.integers(min_value=0, max_value=len(SHIPPED_SPECS)))
+def test_truncated_copy_of_the_shipped_database_as_user_file(tmp_path, cut):
+    _spec_file(tmp_path, SHIPPED_SPECS[:cut].encode())
+
+
+@FUZZ
+@given(cut=st.integers(min_value=0, max_value=len(SHIPPED_POLICY)))
+def test_truncated_policy_file(tmp_path, cut):
+    _policy_file(tmp_path, SHIPPED_POLICY[:cut].encode())
+
+
+@FUZZ
+@given(pos=st.integers(min_value=0, max_value=len(SHIPPED_POLICY) - 1), junk=st.text(min_size=1, max_size=6))
+def test_corrupted_policy_file(tmp_path, pos, junk):
+    _policy_file(tmp_path, (SHIPPED_POLICY[:pos] + junk + SHIPPED_POLICY[pos + len(junk):]).encode("utf-8", "replace"))
+
+
+@FUZZ
+@given(content=st.binary(max_size=300))
+def test_random_bytes_as_policy_file(tmp_path, content):
+    _policy_file(tmp_path, content)
