@@ -16,18 +16,46 @@ def _families(text: str) -> list[str]:
     return names
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cardbench", description="GPU micro-benchmarks against the spec sheet.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="measure, print a table, write one results CSV")
     run.add_argument("--device", default="all",
                      help="cpu, cuda:N, or all (default: every visible GPU; the CPU when there is none)")
-    run.add_argument("--families", type=_families, default=["memory"],
-                     help="comma-separated benchmark families (default: memory)")
+    run.add_argument("--families", type=_families, default=None,
+                     help="comma-separated benchmark families: memory, matmul, transfer, collective (default: all)")
     run.add_argument("--profile", choices=("quick", "full"), default="quick",
                      help="quick: headline sizes only; full: adds size sweeps and a wider tuning search")
     run.add_argument("--out", default="results", help="directory for the results CSV (default: results/)")
     run.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones")
+    run.add_argument("--case-timeout", type=_seconds, default=1800.0, metavar="SECONDS",
+                     help="a case still running after this long is taken as hung: the file is closed as "
+                          "incomplete naming it, and the run exits 124 (default 1800)")
+    run.add_argument("--ranks", type=_positive_int, default=2,
+                     help="CPU mode: gloo processes the collective family starts (default 2)")
+    run.add_argument("--collective-timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                     help="collective family: rendezvous and per-operation timeout; a job where no rank made "
+                          "progress for this long is ended (default 300)")
     sp = sub.add_parser("specs", help="the spec-sheet entries with their sources")
     from bench import specs
 
@@ -58,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from bench import run
 
+        args.families = args.families or list(run.FAMILIES)
         return run.main(args)
     if args.command == "specs":
         from bench import specs

@@ -90,7 +90,7 @@ def cards_of(runs: list[Results]) -> list[Card]:
 
 def metric_name(r: dict) -> str:
     parts = [r["family"], r["benchmark"]]
-    if r["dtype"] and r["family"] != "memory":
+    if r["dtype"] and r["family"] != "memory" and r["dtype"] != r["benchmark"]:
         parts.append(r["dtype"])
     return " ".join(parts)
 

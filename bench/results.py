@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -121,6 +122,7 @@ class ResultsWriter:
         self.path = path
         self.run_fields = run_fields
         self.rows_written = 0
+        self._lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True)
         # "x": refuse to touch a file that exists, so a run never overwrites another.
         self._file = open(path, "x", newline="", encoding="utf-8")
@@ -129,6 +131,10 @@ class ResultsWriter:
         self._sync()
 
     def write(self, row: dict[str, object]) -> None:
+        with self._lock:  # the hang watchdog may close the file from its own thread
+            self._write(row)
+
+    def _write(self, row: dict[str, object]) -> None:
         full = {c: "" for c in COLUMNS}
         full.update(self.run_fields)
         full.update(row)
@@ -140,9 +146,13 @@ class ResultsWriter:
 
     def close(self, status: str = "ok", message: str = "complete") -> None:
         """Write the closing row; a file without it reads as incomplete."""
-        if self._file.closed:
-            return
-        self.write({
+        with self._lock:
+            if self._file.closed:
+                return
+            self._close(status, message)
+
+    def _close(self, status: str, message: str) -> None:
+        self._write({
             "family": END_FAMILY, "benchmark": END_BENCHMARK, "provider": "cardbench",
             "metric": "rows", "unit": "count", "value": float(self.rows_written),
             "status": status, "message": message,

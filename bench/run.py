@@ -1,9 +1,13 @@
 """`cardbench run`: measure the selected families on the selected devices, write one CSV."""
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import signal
 import sys
+import tempfile
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,11 +15,12 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from bench import devices, measure, memory, specs, telemetry
+from bench import collective, devices, launch, matmul, measure, memory, specs, telemetry, transfer
 from bench.results import ResultsWriter, new_run_id, results_path
 
-# A family is a module with cases(target, profile) and run_case(target, case, profile, tuned).
-FAMILIES = {"memory": memory}
+# A family is a module with cases(target, profile) and run_case(target, case, profile, tuned);
+# optionally prepare(targets, args), called before the plan is made, and summary_lines(rows).
+FAMILIES = {"memory": memory, "matmul": matmul, "transfer": transfer, "collective": collective}
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -37,7 +42,15 @@ def execute(args, before_family=None) -> tuple[int, Path | None]:
 
     `before_family(target, family)` runs each time a device starts a new family
     (`cardbench accept` waits there for the card to be idle and cool).
+
+    Joined mode (started by torchrun or srun, bench/launch.py): only local rank 0
+    of each node measures and writes that node's CSV, and it runs the collective
+    family first (the other ranks wait for it in the rendezvous); the other ranks
+    only take part in the collectives (collective.follow) and write nothing.
     """
+    job = launch.joined_job()
+    if job is not None and job.local_rank != 0:
+        return collective.follow(job, args), None
     try:
         targets = devices.select(args.device)
     except devices.DeviceError as e:
@@ -75,8 +88,13 @@ def execute(args, before_family=None) -> tuple[int, Path | None]:
         if others and others != "0":
             print(f"warning: {others} other process(es) are computing on {t.device} ({t.name}); "
                   "its measurements are disturbed", file=sys.stderr)
+    locks = [device_lock(t) for t in targets]  # held until the process ends
 
+    for name in families:  # e.g. the collective family: the run's GPUs form its group
+        getattr(FAMILIES[name], "prepare", lambda targets, args: None)(targets, args)
     plan = [(t, name, case) for t in targets for name in families for case in FAMILIES[name].cases(t, args.profile)]
+    if job is not None:
+        plan.sort(key=lambda item: item[1] != "collective")  # stable: the rest keeps its order
     rows: list[dict] = []
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     tuned: dict = {}
@@ -88,9 +106,16 @@ def execute(args, before_family=None) -> tuple[int, Path | None]:
                     current = (target.device, name)
                     before_family(target, name)
                 bar.set_description(f"{target.device} {case.id}")
-                row = FAMILIES[name].run_case(target, case, args.profile, tuned)
+                with Watchdog(writer, f"{target.device} {case.id}", getattr(args, "case_timeout", CASE_TIMEOUT_S)):
+                    row = FAMILIES[name].run_case(target, case, args.profile, tuned)
                 row.update(normalized(row, target))
-                writer.write(row)
+                try:
+                    writer.write(row)
+                except OSError as e:  # disk full, file system gone: never claim a complete file
+                    print(f"cardbench: cannot write to {path}: {e.strerror or e}; it holds the "
+                          f"{writer.rows_written} rows before this one and no closing row (incomplete)",
+                          file=sys.stderr)
+                    return EXIT_BAD_INPUT, path
                 rows.append(row)
                 bar.update()
                 if row["status"] == "error" and not measure.cuda_context_usable(target):
@@ -128,10 +153,67 @@ def execute(args, before_family=None) -> tuple[int, Path | None]:
 def first_line(targets: list[devices.Target], cpu_mode: bool) -> str:
     if cpu_mode:
         why = "no CUDA GPU visible" if not torch.cuda.is_available() else "--device cpu"
-        return (f"cardbench: CPU mode ({why}): measuring host memory with torch; "
-                "Triton rows are skipped; numbers describe this host, not a GPU")
+        return (f"cardbench: CPU mode ({why}): measuring this host with torch; Triton and GPU-only rows "
+                "are skipped; numbers describe this host, not a GPU")
     names = ", ".join(f"{t.device} {t.name}" for t in targets)
     return f"cardbench: measuring {len(targets)} GPU(s): {names}"
+
+
+# A case that has not finished after this long is taken as hung (a stuck kernel):
+# the file is closed as incomplete naming the case, and the process exits.
+CASE_TIMEOUT_S = 1800.0
+EXIT_HUNG = 124
+
+
+class Watchdog:
+    """Ends the run when one case hangs: a stuck CUDA kernel cannot be interrupted from Python."""
+
+    def __init__(self, writer: ResultsWriter, what: str, timeout_s: float):
+        self.writer, self.what, self.timeout_s = writer, what, timeout_s
+        self.timer = threading.Timer(timeout_s, self._fire)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+        return False
+
+    def _fire(self) -> None:
+        message = f"hung: {self.what} did not finish within {self.timeout_s:g} s"
+        try:
+            self.writer.close("error", message)
+        finally:
+            print(f"\ncardbench: {message}; results so far (marked incomplete): {self.writer.path}",
+                  file=sys.stderr, flush=True)
+            os._exit(EXIT_HUNG)
+
+
+def device_lock(target: devices.Target):
+    """Take this device's lock; when another cardbench run holds it, warn: the runs disturb each other."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: no warning, the result files still never collide
+        return None
+    key = target.identity.get("device_uuid") or f"{target.device.type}-{target.identity.get('device_name', '')}"
+    path = Path(tempfile.gettempdir()) / f"cardbench-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.lock"
+    try:
+        f = open(path, "a+")
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        print(f"warning: another cardbench run (pid {holder}) is measuring {target.device} now: "
+              "both runs' measurements disturb each other", file=sys.stderr)
+        return f
+    except OSError:
+        return None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def normalized(row: dict, target: devices.Target) -> dict:
@@ -175,7 +257,7 @@ def print_table(rows: list[dict]) -> None:
                 shown.append(r)
         print(f"\n{device}")
         if shown:
-            headers = ["benchmark", "provider", "case", "value", "p10..p90", "% of spec", "% NVML peak", "status", "note"]
+            headers = ["benchmark", "provider", "case", "value", "p10..p90", "% of spec", "% derived", "status", "note"]
             table = [table_row(r) for r in shown]
             for col in (6, 5):  # drop a normalization column no row has (unknown card, CPU mode)
                 if not any(t[col] for t in table):
@@ -189,14 +271,22 @@ def print_table(rows: list[dict]) -> None:
             print(summary)
 
 
+def number(x) -> str:
+    """Printed value: one decimal from 10 up, three significant digits below (never a bare 0.0)."""
+    v = float(x)
+    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+
+
 def table_row(r: dict) -> list[str]:
     ok = r["status"] == "ok"
-    value = f"{float(r['value']):,.1f} {r['unit']}" if ok else ""
-    spread = f"{float(r['p10']):,.1f}..{float(r['p90']):,.1f}" if ok else ""
+    value = f"{number(r['value'])} {r['unit']}" if ok else ""
+    spread = f"{number(r['p10'])}..{number(r['p90'])}" if ok else ""
     pct_spec = f"{float(r['pct_of_spec']):.1f}%" if ok and r.get("pct_of_spec") not in (None, "") else ""
     pct_derived = f"{float(r['pct_of_derived']):.1f}%" if ok and r.get("pct_of_derived") not in (None, "") else ""
-    return [f"{r['family']}/{r['benchmark']}", r["provider"], r["case"], value, spread, pct_spec, pct_derived,
-            r["status"], r["message"]]
+    name = f"{r['family']}/{r['benchmark']}"
+    if r["family"] == "collective" and r["dtype"]:  # bf16 and fp32 rows of one size side by side
+        name += f" {r['dtype']}"
+    return [name, r["provider"], r["case"], value, spread, pct_spec, pct_derived, r["status"], r["message"]]
 
 
 def copy_summary(rows: list[dict]) -> str:

@@ -40,8 +40,11 @@ def test_cpu_run_writes_one_valid_complete_csv(cpu_run):
     assert f"results: {files[0]}" in stdout
     res = read_results(files[0])
     assert res.complete
-    by = {(r["benchmark"], r["provider"]): r for r in res.rows}
+    assert {r["family"] for r in res.rows} == {"memory", "matmul", "transfer", "collective"}  # default: all
+    by = {(r["benchmark"], r["provider"]): r for r in res.rows if r["family"] == "memory"}
     assert set(by) == {(b, p) for b in ("read", "write", "copy", "triad") for p in ("triton", "torch")}
+    transfer = [r for r in res.rows if r["family"] == "transfer"]
+    assert transfer and all(r["status"] == "skipped" and "CPU mode" in r["message"] for r in transfer)
     for b in ("read", "write", "copy", "triad"):
         assert by[(b, "triton")]["status"] == "skipped" and "TRITON_INTERPRET" in by[(b, "triton")]["message"]
         assert by[(b, "torch")]["status"] == "ok"
@@ -53,7 +56,7 @@ def test_cpu_values_are_bytes_over_median_time(cpu_run):
 
     res = read_results(next(cpu_run[3].glob("*.csv")))
     df = res.frame()
-    ok = df[df["status"] == "ok"]
+    ok = df[(df["status"] == "ok") & (df["family"] == "memory")]
     for _, r in ok.iterrows():
         samples = [float(s) for s in r["samples"].split(";")]
         assert len(samples) == r["n_samples"] >= 5
@@ -85,7 +88,7 @@ def _wait_for_rows(out: Path, rows: int, p: subprocess.Popen, timeout=120) -> Pa
 
 @pytest.mark.parametrize("sig, code, why", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_interrupted_run_leaves_readable_file_marked_incomplete(tmp_path, sig, code, why):
-    p = cardbench("run", "--out", str(tmp_path))
+    p = cardbench("run", "--families", "memory", "--out", str(tmp_path))
     path = _wait_for_rows(tmp_path, 2, p)
     p.send_signal(sig)
     _, stderr = p.communicate(timeout=120)
@@ -97,7 +100,7 @@ def test_interrupted_run_leaves_readable_file_marked_incomplete(tmp_path, sig, c
 
 
 def test_killed_run_leaves_readable_file(tmp_path):
-    p = cardbench("run", "--out", str(tmp_path))
+    p = cardbench("run", "--families", "memory", "--out", str(tmp_path))
     path = _wait_for_rows(tmp_path, 1, p)
     p.kill()
     p.communicate(timeout=60)
@@ -145,12 +148,15 @@ def test_pytest_front_end_reports_device_timed_bandwidth_and_acceptance(tmp_path
     data = json.loads(report.read_text())
     assert data["machine_info"]["cardbench_device"]["device"] == "cpu"
     assert data["machine_info"]["cardbench"]["torch_version"]
-    ok = [b for b in data["benchmarks"] if b["extra_info"]["status"] == "ok"]
+    ok = [b for b in data["benchmarks"] if b["extra_info"]["status"] == "ok" and b["name"].startswith("test_memory[")]
     assert {b["name"] for b in ok} == {f"test_memory[memory/{p}/torch/plateau]" for p in ("read", "write", "copy", "triad")}
     for b in ok:
         info = b["extra_info"]
         assert info["unit"] == "GB/s" and info["value"] > 0 and info["timer"] == "perf_counter"
         assert len(info["samples"].split(";")) == info["n_samples"]
+    matmul_ok = [b for b in data["benchmarks"] if b["extra_info"]["status"] == "ok" and b["name"].startswith("test_matmul[")]
+    assert "test_matmul[matmul/fp32/torch/1024x1024x1024]" in {b["name"] for b in matmul_ok}
+    assert all(b["extra_info"]["unit"] in ("GFLOP/s", "GOPS") for b in matmul_ok)
 
 
 def test_user_spec_entry_normalizes_a_cpu_run_and_a_broken_one_stops_it(tmp_path):
@@ -163,7 +169,7 @@ def test_user_spec_entry_normalizes_a_cpu_run_and_a_broken_one_stops_it(tmp_path
         '[sources]\nLAB = "our lab\'s host memory figure (made up for this test)"\n\n'
         f'[[gpu]]\nname = "test host"\nnvml_names = ["{cpu}"]\n'
         'memory_bandwidth = { value = 0.05, unit = "TB/s", source = "LAB" }\n')
-    p = cardbench("run", "--out", str(tmp_path / "runs"), "--specs", str(user))
+    p = cardbench("run", "--families", "memory", "--out", str(tmp_path / "runs"), "--specs", str(user))
     stdout, stderr = p.communicate(timeout=300)
     assert p.returncode == 0, stderr
     assert "spec entry 'test host'" in stdout and "% of spec" in stdout
@@ -179,3 +185,48 @@ def test_user_spec_entry_normalizes_a_cpu_run_and_a_broken_one_stops_it(tmp_path
     _, stderr = p.communicate(timeout=120)
     assert p.returncode == 2 and str(broken) in stderr and "memory_bandwidth" in stderr
     assert not (tmp_path / "runs2").exists()  # nothing measured, nothing written
+
+
+def test_a_hung_case_ends_the_run_naming_it_and_keeps_the_file(tmp_path):
+    """A case that outlives --case-timeout is taken as hung (a stuck kernel cannot be interrupted)."""
+    p = cardbench("run", "--out", str(tmp_path), "--case-timeout", "0.3")
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 124, stderr
+    assert "hung: cpu memory/read/torch/plateau did not finish within 0.3 s" in stderr
+    res = read_results(next(tmp_path.glob("*.csv")))
+    assert not res.complete and "hung: cpu memory/read/torch/plateau" in res.end_message
+
+
+def test_a_second_run_on_the_same_device_warns(tmp_path):
+    from bench import devices, run
+
+    held = run.device_lock(devices.cpu_target())  # as if another cardbench run were measuring
+    try:
+        p = cardbench("run", "--out", str(tmp_path), "--families", "memory", "--case-timeout", "0.01")
+        _, stderr = p.communicate(timeout=120)
+    finally:
+        held.close()
+    assert "another cardbench run (pid" in stderr and "disturb each other" in stderr
+
+
+def test_full_disk_never_leaves_a_file_claimed_complete(tmp_path, monkeypatch, capsys):
+    import argparse
+    import errno
+
+    from bench import results, run
+
+    real_write = results.ResultsWriter._write
+
+    def filling_disk(self, row):
+        if self.rows_written >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, row)
+
+    monkeypatch.setattr(results.ResultsWriter, "_write", filling_disk)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    args = argparse.Namespace(device="cpu", families=["memory"], profile="quick", out=str(tmp_path), specs=None,
+                              argv=["run"], case_timeout=600.0)
+    code, path = run.execute(args)
+    assert code == 2 and "No space left on device" in capsys.readouterr().err
+    res = read_results(path)
+    assert not res.complete and len(res.rows) == 2

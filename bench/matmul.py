@@ -1,0 +1,475 @@
+"""Matmul family: dense GEMM throughput per dtype, torch (cuBLAS) and Triton, against the DENSE spec figure.
+
+Recipes (the `benchmark` column): fp32 (TF32 off), tf32, bf16, fp16, int8 (`torch._int_mm`),
+fp8 e4m3 (`torch._scaled_mm`, per-tensor fp32 scales, bf16 out; with and without fast
+accumulation), mxfp4 and nvfp4 (block-scaled e2m1, swizzled scales). Triton runs bf16, fp16
+and fp8 through `tl.dot` and MXFP4 through `tl.dot_scaled` (kernels/matmul.py).
+
+Method (METHOD.md 2.1, mamf-finder): each GEMM (bench/matmul_gemm.py) is checked against a
+reference of its very inputs before it is timed; L2 flushed and the output re-randomized
+before every sample. FLOPs = 2*M*N*K.
+
+Whether a recipe runs is decided at run time: static facts (torch dtypes, compute
+capability) first, then a tiny trial call checked against its reference, cached per device
+and software versions in the run's `tuned` dict. Quick profile: fixed shapes that fill the
+chip. Full profile adds, per torch recipe, a time-bounded coarse-to-fine shape search (the
+MAMF answer in seconds) reported as case `best`.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bench import matmul_search, measure, specs, timing
+from bench.devices import Target
+from bench.matmul_gemm import (FP4, RECIPES, Built, Shape, build, capability, check, flops, shape_name,
+                               unit_and_scale)
+from bench.measure import Measurement
+
+FAMILY = "matmul"
+
+# Quick shapes that fill an H100-class chip: the classic 8192^3, a long-K one (MAMF's best
+# shapes are long in K), and a wide one. With cuBLAS's 128x256 tiles on 132 SMs they run
+# 15.5, 3.9 and 62 waves at 97-99% wave efficiency.
+GPU_SHAPES: tuple[Shape, ...] = ((8192, 8192, 8192), (4096, 4096, 16384), (16384, 16384, 4096))
+# CPU mode checks the pipeline, it does not rate the host: one small shape, so the whole CPU
+# quick run stays well under a minute on 2 cores.
+CPU_SHAPES: tuple[Shape, ...] = ((1024, 1024, 1024),)
+# Host GEMMs of the slow dtypes take up to CPU_MAX_CALL_S per call: five samples, no warm-up
+# beyond the first call (there are no clocks to ramp on the host).
+CPU_BUDGET = timing.Budget(warmup_s=0.0, measure_s=0.2, min_samples=5, max_samples=50)
+
+SEARCH_S = {"cuda": 20.0, "cpu": 3.0}  # time budget of one recipe's shape search (full profile)
+SEARCH_DIMS = {"cuda": (2048, 4096, 8192, 16384), "cpu": (256, 512, 1024)}
+SEARCH_KS = {"cuda": (4096, 8192, 16384), "cpu": (256, 512, 1024)}
+SEARCH_MAX = {"cuda": 32768, "cpu": 1024}
+
+TRIAL_SHAPE = {"torch": (128, 128, 128), "triton": (256, 256, 256)}  # Triton: same JIT specialization as big shapes
+CPU_MAX_CALL_S = 1.0  # CPU mode skips a dtype whose call at the CPU shapes would take longer...
+CPU_ALWAYS = ("fp32", "bf16")  # ...except these, CPU mode's deliverable (issue 4), however slow the host
+CLEARLY_FASTER = 1.25  # fp8/fp4 below this multiple of bf16, where the spec claims >= 1.5x: flagged
+
+
+@dataclass(frozen=True)
+class Case:
+    recipe: str  # fp32 / tf32 / bf16 / fp16 / int8 / fp8 / mxfp4 / nvfp4
+    provider: str  # torch / triton
+    case: str  # "<M>x<N>x<K>", or "best" (searched); "-fastacc" when fp8 accumulates fast
+    shape: Shape | None  # None: found by the search
+    fast_accum: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{FAMILY}/{self.recipe}/{self.provider}/{self.case}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the capability check decided for a (recipe, provider) on a device."""
+
+    status: str  # ok / unsupported / skipped / wrong
+    message: str = ""
+    api: str = ""  # for torch FP4: "_scaled_mm" or "F.scaled_mm", whichever the trial ran
+    note: str = ""  # said on every ok row (Triton FP4 compiled without block-scaled MMA)
+
+
+def cases(target: Target, profile: str) -> list[Case]:
+    """Recipe by recipe (bf16 first: the fp8/fp4 rows compare with it), shape by shape."""
+    if profile not in ("quick", "full"):
+        raise ValueError(f"unknown profile {profile!r}; expected 'quick' or 'full'")
+    shapes = GPU_SHAPES if target.is_cuda else CPU_SHAPES
+    out: list[Case] = []
+    for r in RECIPES.values():
+        providers = ("torch", "triton") if r.triton else ("torch",)
+        for shape in shapes:
+            for p in providers:
+                out.append(Case(r.name, p, shape_name(shape), shape))
+                if r.name == "fp8" and p == "torch":
+                    out.append(Case(r.name, p, shape_name(shape) + "-fastacc", shape, fast_accum=True))
+        if profile == "full":  # the search: torch only (a Triton search would re-tune every shape)
+            fast = r.name == "fp8"  # the peak is the fast-accumulating one (METHOD.md 2.2)
+            out.append(Case(r.name, "torch", "best-fastacc" if fast else "best", None, fast_accum=fast))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Capability: static facts first, then a trial call checked against its reference.
+
+
+def _triton_version() -> str:
+    try:
+        import triton
+    except ImportError:
+        return ""
+    return triton.__version__
+
+
+def static_reason(target: Target, case: Case) -> str | None:
+    """Why `case` cannot run here, from what this torch/triton has and the card's compute capability."""
+    r = RECIPES[case.recipe]
+    if case.provider == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError as e:
+            return f"triton is not installed ({e})"
+        from kernels import matmul as km
+
+        if case.recipe == "mxfp4" and not km.has_dot_scaled():
+            return f"this triton ({_triton_version()}) has no tl.dot_scaled"
+    missing = [n for n in (r.torch_needs if case.provider == "torch" else r.triton_needs) if not hasattr(torch, n)]
+    if case.provider == "torch" and case.recipe in FP4 and not _fp4_apis():
+        missing.append("_scaled_mm or torch.nn.functional.scaled_mm")
+    if missing:
+        return f"this torch ({torch.__version__}) has no {missing[0]}"
+    if not target.is_cuda:  # (Triton rows are skipped on the CPU before they get here)
+        if case.recipe == "tf32":
+            return "TF32 is a tensor-core format of NVIDIA GPUs (compute capability 8.0+); the CPU has none"
+        if case.recipe in FP4 and case.provider == "torch":
+            return ("FP4 matmul needs FP4 tensor cores (a GPU of compute capability 10.0 or 12.0); "
+                    "torch has no CPU kernel for it")
+        return None
+    cc = capability(target)
+    if cc < r.min_cc:
+        return f"{r.cc_reason}; this card is {cc[0]}.{cc[1]}"
+    return None
+
+
+def probe(target: Target, case: Case, tuned: dict) -> Probe:
+    """The capability verdict for this case's recipe and provider, cached for the run."""
+    key = ("matmul-probe", target.name, str(target.device), torch.__version__, _triton_version(),
+           case.recipe, case.provider, case.fast_accum)
+    if key not in tuned:
+        reason = static_reason(target, case)
+        tuned[key] = Probe("unsupported", reason) if reason else trial(target, case, tuned)
+    return tuned[key]
+
+
+def _fp4_apis() -> list[str]:
+    """torch's block-scaled GEMM entry points present here, the longest-standing first."""
+    return [api for api, present in (("_scaled_mm", hasattr(torch, "_scaled_mm")),
+                                     ("F.scaled_mm", hasattr(torch.nn.functional, "scaled_mm"))) if present]
+
+
+def trial(target: Target, case: Case, tuned: dict) -> Probe:
+    """Run the GEMM once at a tiny shape and check it; a call that raises means unsupported.
+
+    Variants are tried in turn (torch FP4: each API; Triton: each quick configuration, since a
+    big one may not fit a small card's shared memory); the first that runs decides.
+    """
+    shape = TRIAL_SHAPE[case.provider]
+    variants: list[tuple[object, str]] = [(None, "")]
+    if case.provider == "torch" and case.recipe in FP4:
+        variants = [(None, api) for api in _fp4_apis()]
+    elif case.provider == "triton":
+        from kernels import matmul as km
+
+        variants = [(config, "") for config in km.configs(case.recipe, "quick")]
+    failures = []
+    for config, api in variants:
+        try:
+            built = build(target, case, shape, config=config, api=api)
+            handle = built.launch()
+            problem = check(built)
+            if target.is_cuda:
+                torch.cuda.synchronize(target.device)
+        except Exception as e:  # the trial's whole point: this software or card cannot run it
+            label = api or (config.label() if config is not None else "")
+            failures.append(f"{label + ': ' if label else ''}{measure.error_message(e)}")
+            continue
+        if problem:
+            return Probe("wrong", f"the trial call at {shape_name(shape)} gives wrong results: {problem}")
+        if not target.is_cuda and case.provider == "torch" and case.recipe not in CPU_ALWAYS:
+            slow = _cpu_slow_reason(target, case, api, tuned)
+            if slow:
+                return Probe("skipped", slow)
+        return Probe("ok", api=api, note=_emulation_in_ptx(case, handle))
+    return Probe("unsupported", f"the trial call at {shape_name(shape)} raised: " + "; ".join(failures))
+
+
+def _emulation_in_ptx(case: Case, handle) -> str:
+    """Triton FP4 compiled without a block-scaled MMA instruction: upcast to bf16 (METHOD.md 2.4)."""
+    ptx = getattr(handle, "asm", {}).get("ptx", "") if handle is not None else ""
+    if case.provider != "triton" or case.recipe != "mxfp4" or not ptx:
+        return ""
+    if re.search(r"block_scale|kind::mxf", ptx):
+        return ""
+    return "emulated: the compiled tl.dot_scaled kernel has no block-scaled MMA instruction (Triton upcasts to bf16)"
+
+
+CPU_RATE_SHAPE = (512, 512, 512)  # 1.5 ms in fp32 on two cores: long enough not to time thread wake-ups
+
+
+def _cpu_rate(target: Target, case: Case, api: str) -> float:
+    """GFLOP/s at CPU_RATE_SHAPE, best of three calls (a probe, not a measurement); one call
+    when that one alone shows the dtype is far too slow to time."""
+    built = build(target, case, CPU_RATE_SHAPE, api=api)
+    built.launch()
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        built.launch()
+        best = min(best, time.perf_counter() - t0)
+        if best > 0.1:
+            break
+    return flops(CPU_RATE_SHAPE) / best / 1e9
+
+
+def _cpu_slow_reason(target: Target, case: Case, api: str, tuned: dict) -> str | None:
+    """CPU mode: a dtype without a fast CPU kernel (fp16 on many hosts runs ~1000x slower than
+    bf16) would take minutes at the CPU shapes: skip it, with the numbers."""
+    key = ("matmul-cpu-fp32-rate", str(target.device))
+    if key not in tuned:
+        tuned[key] = _cpu_rate(target, Case("fp32", "torch", "probe", None), "")
+    rate = _cpu_rate(target, case, api)
+    biggest = max(CPU_SHAPES, key=flops)
+    call_s = flops(biggest) / (rate * 1e9)
+    if call_s <= CPU_MAX_CALL_S:
+        return None
+    unit = unit_and_scale(target, case.recipe)[0]
+    return (f"{case.recipe} matmul on this CPU runs at {rate:.2f} {unit} (fp32: {tuned[key]:.1f} GFLOP/s): one "
+            f"{shape_name(biggest)} call would take {call_s:.1f} s; this torch build has no fast CPU kernel "
+            "for it; not timed in CPU mode")
+
+
+# ---------------------------------------------------------------------------------------
+# One GEMM as a Measurement (bench/matmul_gemm.py builds it).
+
+
+def measurement(target: Target, case: Case, built: Built) -> Measurement:
+    unit, scale, work_unit = unit_and_scale(target, case.recipe)
+    flush = timing.L2Flush(target.device, target.l2_bytes) if target.is_cuda else None
+
+    def before_sample():
+        # MAMF's method: a fresh random output each sample, then an L2 flush so A and B come
+        # from DRAM (cold-cache GEMM, as nvbench and do_bench measure it).
+        if built.out is not None:
+            built.out.copy_(built.out_rand)
+        if flush is not None:
+            flush()
+
+    return Measurement(
+        family=FAMILY, benchmark=case.recipe, provider=case.provider, dtype=case.recipe,
+        case=case.case, metric="throughput", unit=unit, scale=scale,
+        work=built.work, work_unit=work_unit, size_bytes=built.size_bytes,
+        fn=built.run, check=lambda: check(built), params=built.params, flush=before_sample,
+    )
+
+
+def describe(target: Target, case: Case) -> Measurement:
+    """The row's identity without allocating anything (skipped/unsupported/error rows)."""
+    unit, scale, work_unit = unit_and_scale(target, case.recipe)
+    shape = case.shape
+    params = {"m": shape[0], "n": shape[1], "k": shape[2]} if shape else {}
+    return Measurement(
+        family=FAMILY, benchmark=case.recipe, provider=case.provider, dtype=case.recipe, case=case.case,
+        metric="throughput", unit=unit, scale=scale, work=flops(shape) if shape else 0, work_unit=work_unit,
+        size_bytes=0, fn=lambda: None, check=lambda: None, params=params,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Triton configuration, tuned per recipe and shape.
+
+
+def tuned_config(target: Target, case: Case, shape: Shape, profile: str, tuned: dict):
+    """Fastest Triton configuration for this recipe at this shape: (config, {label: throughput})."""
+    from kernels import matmul as km
+
+    key = ("matmul-config", str(target.device), case.recipe, shape, profile)
+    if key in tuned:
+        return tuned[key], {}
+    results: dict[str, float] = {}
+    failures: list[str] = []
+    configs = km.configs(case.recipe, profile)
+    for config in configs:
+        try:
+            results[config.label()] = _throughput(target, case, shape, config=config)
+        except Exception as e:  # too much shared memory on this card, say: try the others
+            failures.append(f"{config.label()}: {measure.error_message(e)}")
+    if not results:
+        raise RuntimeError("no Triton configuration ran: " + "; ".join(failures))
+    best = next(c for c in configs if c.label() == max(results, key=results.get))
+    tuned[key] = best
+    return best, results
+
+
+def _throughput(target: Target, case: Case, shape: Shape, config=None, api: str = "") -> float:
+    """A short timing (no check) for tuning and the search, in the row's unit."""
+    built = build(target, case, shape, config=config, api=api)
+    m = measurement(target, case, built)
+    try:
+        t = timing.time_fn(m.fn, target.device, timing.TUNE, m.flush)
+    finally:
+        del built, m
+        if target.is_cuda:
+            torch.cuda.empty_cache()
+    return flops(shape) / t.median_s / unit_and_scale(target, case.recipe)[1]
+
+
+# ---------------------------------------------------------------------------------------
+# Shape search (full profile); the search itself is bench/matmul_search.py.
+
+
+def search_best(target: Target, case: Case, probe_api: str) -> tuple[Shape, dict]:
+    where = "cuda" if target.is_cuda else "cpu"
+    dims, ks = SEARCH_DIMS[where], SEARCH_KS[where]
+    lo, hi = min(dims), SEARCH_MAX[where]
+    free = target.free_bytes()
+    out_bytes = 2 if case.recipe in ("bf16", "fp16", "fp8", *FP4) else 4
+
+    def fits(s: Shape) -> bool:
+        m, n, k = s
+        # inputs as fp32 while they are made, two outputs (result, random), the L2 flush buffer
+        return 4 * (m + n) * k + 2 * out_bytes * m * n + 2**28 < free // 2
+
+    seeds = matmul_search.coarse_shapes(dims, ks, target.sm_count if target.is_cuda else None, lo, hi)
+    started = time.monotonic()
+    best, tried = matmul_search.search(lambda s: _throughput(target, case, s, api=probe_api), seeds,
+                                       SEARCH_S[where], lo, hi, fits, first_step=1024 if target.is_cuda else 256)
+    top = sorted(tried.items(), key=lambda kv: -kv[1])[:10]
+    info = {"budget_s": SEARCH_S[where], "seconds": time.monotonic() - started,
+            "evaluated": len(tried), "coarse_candidates": len(seeds),
+            "top": [[shape_name(s), v] for s, v in top]}
+    return best, info
+
+
+# ---------------------------------------------------------------------------------------
+# One case, end to end.
+
+
+def skip_reason(target: Target, case: Case) -> str | None:
+    if case.provider == "triton" and not target.is_cuda:
+        return "Triton kernels are not timed on the CPU (the tests check them under TRITON_INTERPRET=1)"
+    return None
+
+
+def budget_for(target: Target, profile: str) -> timing.Budget:
+    if not target.is_cuda:
+        return CPU_BUDGET
+    return timing.QUICK if profile == "quick" else timing.FULL
+
+
+def _value_key(target: Target, provider: str, recipe: str, casename: str) -> tuple:
+    return ("matmul-value", str(target.device), provider, recipe, casename.removesuffix("-fastacc"))
+
+
+def claimed_ratio(spec, recipe: str) -> float | None:
+    """What the spec entry claims for `recipe` over bf16 (dense figures); None without both."""
+    if spec is None:
+        return None
+    low = spec.figures.get(specs.claim_key(FAMILY, recipe, recipe) or "")
+    bf16 = spec.figures.get(specs.claim_key(FAMILY, "bf16", "bf16") or "")
+    return low.value / bf16.value if low and bf16 and bf16.value > 0 else None
+
+
+def emulation_note(target: Target, case: Case, value: float, tuned: dict) -> str:
+    """fp8/fp4 not clearly faster than bf16 on a card whose spec says it should be: say so."""
+    if case.recipe not in ("fp8", *FP4):
+        return ""
+    bf16 = tuned.get(_value_key(target, case.provider, "bf16", case.case))
+    claimed = claimed_ratio(target.spec, case.recipe)
+    if not bf16 or claimed is None or claimed < 1.5:
+        return ""
+    measured = value / bf16
+    if measured >= CLEARLY_FASTER:
+        return ""
+    return (f"not clearly faster than bf16 ({measured:.2f}x at this shape; the spec claims {claimed:.1f}x): "
+            f"{case.recipe} may be emulated here")
+
+
+def run_case(target: Target, case: Case, profile: str, tuned: dict) -> dict[str, object]:
+    """Measure one case and return its row; never raises for a failing case.
+
+    Out of memory at a fixed shape (a smaller card, another process): retry with M and N
+    halved, down to 1024, and say so on the row.
+    """
+    reason = skip_reason(target, case)
+    if reason:
+        return measure.status_row(describe(target, case), target, "skipped", reason)
+    shape, note = case.shape, ""
+    while True:
+        try:
+            verdict = probe(target, case, tuned)
+            if verdict.status != "ok":
+                return measure.status_row(describe(target, case), target, verdict.status, verdict.message)
+            row = _measure(target, case, shape, profile, tuned, verdict)
+            row["message"] = "; ".join(n for n in (note, row["message"]) if n)
+            return row
+        except Exception as e:  # a crashing GEMM is an `error` row; the run goes on
+            if measure.is_out_of_memory(e) and shape is not None and min(shape[:2]) // 2 >= 1024:
+                shape = (shape[0] // 2, shape[1] // 2, shape[2])
+                note = f"out of memory at {case.case}: measured at {shape_name(shape)}"
+                continue
+            return measure.status_row(describe(target, case), target, "error", measure.error_message(e))
+        finally:
+            if target.is_cuda:
+                torch.cuda.empty_cache()
+
+
+def _measure(target: Target, case: Case, shape: Shape | None, profile: str, tuned: dict, verdict: Probe) -> dict:
+    """Search (case `best`), tune (Triton), build, verify, time; then the notes an ok row carries."""
+    extra = {}
+    if shape is None:
+        shape, search_info = search_best(target, case, verdict.api)
+        extra["search"] = search_info
+    config = None
+    if case.provider == "triton":
+        config, tuning = tuned_config(target, case, shape, profile, tuned)
+        extra["sm_count"] = target.sm_count
+        if tuning:  # every configuration tried, in the row's unit
+            extra["tuning"] = tuning
+    built = build(target, case, shape, config=config, api=verdict.api)
+    built.params.update(extra)
+    row = measure.run(measurement(target, case, built), target, budget_for(target, profile))
+    if row["status"] == "ok":
+        value = float(row["value"])
+        key = _value_key(target, case.provider, case.recipe, case.case)
+        tuned[key] = max(value, tuned.get(key, 0.0))
+        notes = [row["message"], verdict.note, emulation_note(target, case, value, tuned)]
+        row["message"] = "; ".join(n for n in notes if n)
+    return row
+
+
+# ---------------------------------------------------------------------------------------
+# The dtype ladder: bf16 -> fp8 -> fp4, measured versus claimed.
+
+LADDER = (("bf16", ("bf16",)), ("fp8", ("fp8",)), ("fp4", FP4))
+LADDER_RECIPES = {r for _, recipes in LADDER for r in recipes}
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """Per device and provider with a measured rung: the best row of each rung, and its ratio to
+    the rung below, measured and (where the spec entry has both figures) claimed."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r.get("family") == FAMILY:
+            where = "cpu" if r.get("device_index", "") == "" else f"cuda:{r['device_index']}"
+            groups.setdefault((f"{where} {r.get('device_name', '')}".strip(), r["provider"]), []).append(r)
+    lines = []
+    for (device, provider), group in groups.items():
+        if not any(r["status"] == "ok" and r["benchmark"] in LADDER_RECIPES for r in group):
+            continue
+        rungs, below = [], None
+        for rung, recipes in LADDER:
+            mine = [r for r in group if r["benchmark"] in recipes]
+            ok = [r for r in mine if r["status"] == "ok"]
+            if not ok:
+                if mine:
+                    rungs.append(f"{rung} {mine[0]['status']} ({mine[0]['message']})")
+                continue
+            best = max(ok, key=lambda r: float(r["value"]))
+            name = rung if best["benchmark"] == rung else f"{rung} ({best['benchmark']})"
+            text = f"{name} {float(best['value']):,.1f} {best['unit']}"
+            if below is not None:
+                text += f" ({float(best['value']) / float(below['value']):.2f}x {below['benchmark']}"
+                if best.get("spec_value") not in (None, "") and below.get("spec_value") not in (None, ""):
+                    text += f"; spec {float(best['spec_value']) / float(below['spec_value']):.2f}x"
+                text += ")"
+            rungs.append(text)
+            below = best
+        lines.append(f"dtype ladder, {device}, {provider} (best row per dtype): " + " -> ".join(rungs))
+    return lines

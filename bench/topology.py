@@ -1,0 +1,523 @@
+"""GPU topology, peer access, NUMA placement and link health, from NVML and sysfs.
+
+Functions take the NVML module as an argument (nvidia-ml-py's `pynvml`, or a fake
+in the tests) and never raise for a call the driver or binding lacks: an
+unanswered call is None, "" or an empty list. Labels follow `nvidia-smi topo -m`
+(X, NV#, PIX, PXB, PHB, NODE, SYS), which users already read, but come from NVML
+calls, never from nvidia-smi's text (STYLE-AND-ECOSYSTEM.md B.1).
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYSFS = Path("/sys")  # tests point this at a fake tree
+
+# nvmlGpuTopologyLevel_t -> (nvidia-smi topo label, what the path crosses)
+LEVELS: dict[int, tuple[str, str]] = {
+    0: ("PIX", "same board"),
+    10: ("PIX", "same PCIe switch"),
+    20: ("PXB", "several PCIe switches, no host bridge"),
+    30: ("PHB", "a PCIe host bridge (the CPU)"),
+    40: ("NODE", "PCIe host bridges within one NUMA node"),
+    50: ("SYS", "across NUMA nodes (the CPU sockets' interconnect)"),
+}
+LEGEND = ("X = self, NV# = # NVLink links, PIX = at most one PCIe switch, PXB = several PCIe switches, "
+          "PHB = a PCIe host bridge (CPU), NODE = host bridges within a NUMA node, SYS = across NUMA nodes (sockets)")
+
+# nvmlGpuP2PCapsIndex_t. The binding defines NVML_P2P_CAPS_INDEX_READ as the tuple (0,)
+# (a stray comma in pynvml.py), which ctypes rejects: use the numbers.
+P2P_READ, P2P_WRITE, P2P_NVLINK = 0, 1, 2
+P2P_STATUS = {0: "ok", 1: "chipset not supported", 2: "GPU not supported", 3: "IOH topology not supported",
+              4: "disabled by regkey", 5: "not supported", 6: "unknown"}
+# nvmlNvLinkDeviceType_t
+NVLINK_REMOTE = {0: "gpu", 1: "ibmnpu", 2: "switch", 0xFF: "unknown"}
+NVLINK_MAX_LINKS = 36  # NVML_NVLINK_MAX_LINKS in nvidia-ml-py 13 (Blackwell: 18 used)
+
+
+def call(nv, name: str, *args):
+    """One NVML call: None when there is no NVML, the binding lacks it, or it raises (NotSupported...)."""
+    fn = getattr(nv, name, None) if nv is not None else None
+    if fn is None:
+        return None
+    try:
+        return fn(*args)
+    except Exception:
+        return None
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# ---------------------------------------------------------------- PCI addresses, CPU lists
+
+_BUS = re.compile(r"^(?:([0-9a-fA-F]+):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
+
+
+def bus_key(bus_id: str) -> tuple[int, int, int, int] | str:
+    """A PCI address comparable across spellings: NVML's "00000000:19:00.0", sysfs's "0000:19:00.0"."""
+    m = _BUS.match((bus_id or "").strip())
+    if not m:
+        return (bus_id or "").strip().upper()
+    return (int(m.group(1) or "0", 16), int(m.group(2), 16), int(m.group(3), 16), int(m.group(4)))
+
+
+def sysfs_bus_id(bus_id: str) -> str:
+    """The directory name under /sys/bus/pci/devices for an NVML bus id."""
+    key = bus_key(bus_id)
+    if isinstance(key, str):
+        return key.lower()
+    return f"{key[0]:04x}:{key[1]:02x}:{key[2]:02x}.{key[3]}"
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    """The kernel's CPU list ("0-3,8,10-11") as a set of CPU numbers; empty for "" or junk."""
+    cpus: set[int] = set()
+    for part in (text or "").strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            return frozenset()
+    return frozenset(cpus)
+
+
+def format_cpulist(cpus) -> str:
+    """A set of CPU numbers as the kernel writes it: {0,1,2,3,8} -> "0-3,8"."""
+    out, run = [], []
+    for c in sorted(cpus):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [c]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def _mask_cpus(words) -> frozenset[int]:
+    """CPUs set in NVML's affinity bitmask (an array of 64-bit words, CPU 0 in bit 0 of word 0)."""
+    cpus = set()
+    for w, word in enumerate(words or []):
+        word = int(word)
+        for bit in range(64):
+            if word >> bit & 1:
+                cpus.add(w * 64 + bit)
+    return frozenset(cpus)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- host NUMA and the process
+
+def host_numa_nodes(root: Path | None = None) -> dict[int, frozenset[int]]:
+    """NUMA node -> its CPUs, from sysfs; {} when the kernel shows no nodes."""
+    base = (root or SYSFS) / "devices" / "system" / "node"
+    nodes = {}
+    for d in sorted(base.glob("node[0-9]*")):
+        cpus = _read(d / "cpulist")
+        if cpus is not None:
+            nodes[int(d.name[4:])] = parse_cpulist(cpus)
+    return nodes
+
+
+def node_memory_bytes(node: int, root: Path | None = None) -> int | None:
+    text = _read((root or SYSFS) / "devices" / "system" / "node" / f"node{node}" / "meminfo")
+    for line in (text or "").splitlines():
+        if "MemTotal:" in line:
+            try:
+                return int(line.split()[-2]) * 1024  # "Node 0 MemTotal:  263856592 kB"
+            except (ValueError, IndexError):
+                return None
+    return None
+
+
+def process_cpus() -> frozenset[int]:
+    """The CPUs this process may run on (taskset / numactl / cgroup cpusets)."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return frozenset(range(os.cpu_count() or 1))
+
+
+def gpu_numa_node(nv, handle, bus_id: str, root: Path | None = None) -> int | None:
+    """The NUMA node the GPU hangs off: NVML (recent drivers), else sysfs; None when the host has no NUMA."""
+    node = _int(call(nv, "nvmlDeviceGetNumaNodeId", handle)) if handle is not None else None
+    if node is None and bus_id:
+        text = _read((root or SYSFS) / "bus" / "pci" / "devices" / sysfs_bus_id(bus_id) / "numa_node")
+        node = int(text) if text and text.lstrip("-").isdigit() else None
+    return node if node is not None and node >= 0 else None  # -1: no NUMA information
+
+
+def gpu_local_cpus(nv, handle, bus_id: str, root: Path | None = None) -> frozenset[int]:
+    """The CPUs close to the GPU (NVML's ideal CPU affinity, else sysfs local_cpulist)."""
+    if handle is not None:
+        # NVML fills as many 64-bit words as the machine has CPUs; ask for room for 4096.
+        words = max(64, ((os.cpu_count() or 1) + 63) // 64)
+        cpus = _mask_cpus(call(nv, "nvmlDeviceGetCpuAffinity", handle, words))
+        if cpus:
+            return cpus
+    text = _read((root or SYSFS) / "bus" / "pci" / "devices" / sysfs_bus_id(bus_id) / "local_cpulist") if bus_id else None
+    return parse_cpulist(text or "")
+
+
+@dataclass
+class Placement:
+    """Where the GPU sits and where this process may run; `warning` when they differ."""
+
+    gpu_numa_node: int | None
+    gpu_local_cpus: frozenset[int]
+    process_cpus: frozenset[int]
+    process_numa_nodes: list[int]
+    warning: str = ""
+
+    def params(self) -> dict:
+        return {"gpu_numa_node": self.gpu_numa_node, "gpu_local_cpus": format_cpulist(self.gpu_local_cpus),
+                "process_cpus": format_cpulist(self.process_cpus), "process_numa_nodes": self.process_numa_nodes,
+                "numa_local": not self.warning}
+
+
+def placement(gpu_node: int | None, gpu_cpus: frozenset[int], proc_cpus: frozenset[int],
+              nodes: dict[int, frozenset[int]], device: str = "the GPU") -> Placement:
+    """Compare the GPU's NUMA node with the process's CPU affinity.
+
+    Host buffers land on the node of the CPU that first touches them, so a process
+    free to run on another socket can read and write them across the socket link
+    (P100: 12.2 GB/s local against 3.8 GB/s remote, METHOD.md section 3). Different when
+    the process may run on a CPU outside the GPU's node (or, without NUMA information,
+    outside the GPU's local CPUs). One NUMA node: never different.
+    """
+    proc_nodes = sorted(n for n, cpus in nodes.items() if cpus & proc_cpus)
+    p = Placement(gpu_node, gpu_cpus, proc_cpus, proc_nodes)
+    if len(nodes) <= 1:
+        return p
+    if gpu_node is not None and gpu_node in nodes:
+        outside = proc_nodes != [gpu_node]
+        local = nodes[gpu_node]
+    elif gpu_cpus:
+        outside = not proc_cpus <= gpu_cpus
+        local = gpu_cpus
+    else:
+        return p
+    if outside:
+        where = f"NUMA node {gpu_node}" if gpu_node is not None else "its local CPUs"
+        pin = (f"numactl --cpunodebind={gpu_node} --membind={gpu_node}" if gpu_node is not None
+               else f"taskset -c {format_cpulist(local)}")
+        p.warning = (f"this process may run on CPUs {format_cpulist(proc_cpus)} (NUMA node(s) "
+                     f"{','.join(map(str, proc_nodes)) or '?'}) but {device} is on {where} "
+                     f"(CPUs {format_cpulist(local)}): host buffers may sit across the socket link; "
+                     f"pin with `{pin} cardbench ...`")
+    return p
+
+
+# ---------------------------------------------------------------- one GPU
+
+@dataclass
+class NvLink:
+    link: int
+    active: bool
+    remote_bus_id: str = ""
+    remote_type: str = ""  # gpu / switch / ibmnpu / unknown, "" when NVML does not say
+    version: int | None = None  # nvmlNvlinkVersion_t as NVML answers it, raw
+
+
+@dataclass
+class Gpu:
+    nvml_index: int | None
+    handle: object = field(repr=False, default=None)
+    name: str = ""
+    uuid: str = ""
+    bus_id: str = ""
+    numa_node: int | None = None
+    local_cpus: frozenset[int] = frozenset()
+    pcie_gen_current: int | None = None
+    pcie_width_current: int | None = None
+    pcie_gen_max: int | None = None  # what the GPU supports
+    pcie_gen_max_system: int | None = None  # min(GPU, slot): "a gen-2 device on a gen-1 bus reports 1"
+    pcie_width_max: int | None = None
+    pcie_replay_count: int | None = None
+    nvlinks: list[NvLink] = field(default_factory=list)
+
+    @property
+    def nvlinks_active(self) -> int:
+        return sum(1 for link in self.nvlinks if link.active)
+
+    @property
+    def nvlinks_down(self) -> int:
+        return sum(1 for link in self.nvlinks if not link.active)
+
+    def health(self) -> list[str]:
+        """Link findings that do not depend on load (the trained link is read under load, see LinkSampler)."""
+        out = []
+        msg = nvlink_down_message(self.nvlinks_active, self.nvlinks_down)
+        if msg:
+            out.append(msg)
+        if self.pcie_replay_count:
+            out.append(f"PCIe replay counter at {self.pcie_replay_count} (link-level retransmissions)")
+        return out
+
+
+def read_nvlinks(nv, handle) -> list[NvLink]:
+    """Every NVLink link NVML reports a state for; links a card lacks raise and are left out."""
+    links = []
+    for i in range(int(getattr(nv, "NVML_NVLINK_MAX_LINKS", NVLINK_MAX_LINKS))):
+        state = call(nv, "nvmlDeviceGetNvLinkState", handle, i)
+        if state is None:
+            continue
+        link = NvLink(i, state == 1)
+        if link.active:
+            pci = call(nv, "nvmlDeviceGetNvLinkRemotePciInfo", handle, i)
+            link.remote_bus_id = str(getattr(pci, "busId", "") or "")
+            kind = call(nv, "nvmlDeviceGetNvLinkRemoteDeviceType", handle, i)
+            link.remote_type = NVLINK_REMOTE.get(kind, "unknown") if kind is not None else ""
+            link.version = _int(call(nv, "nvmlDeviceGetNvLinkVersion", handle, i))
+        links.append(link)
+    return links
+
+
+def read_gpu(nv, handle, nvml_index: int | None = None, root: Path | None = None) -> Gpu:
+    """Identity, placement and links of one GPU from its NVML handle."""
+    pci = call(nv, "nvmlDeviceGetPciInfo", handle)
+    bus_id = str(getattr(pci, "busId", "") or "")
+    gen_gpu = _int(call(nv, "nvmlDeviceGetGpuMaxPcieLinkGeneration", handle))
+    gen_sys = _int(call(nv, "nvmlDeviceGetMaxPcieLinkGeneration", handle))
+    return Gpu(
+        nvml_index=nvml_index, handle=handle, name=str(call(nv, "nvmlDeviceGetName", handle) or ""),
+        uuid=str(call(nv, "nvmlDeviceGetUUID", handle) or ""), bus_id=bus_id,
+        numa_node=gpu_numa_node(nv, handle, bus_id, root), local_cpus=gpu_local_cpus(nv, handle, bus_id, root),
+        pcie_gen_current=_int(call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", handle)),
+        pcie_width_current=_int(call(nv, "nvmlDeviceGetCurrPcieLinkWidth", handle)),
+        pcie_gen_max=gen_gpu if gen_gpu is not None else gen_sys, pcie_gen_max_system=gen_sys,
+        pcie_width_max=_int(call(nv, "nvmlDeviceGetMaxPcieLinkWidth", handle)),
+        pcie_replay_count=_int(call(nv, "nvmlDeviceGetPcieReplayCounter", handle)),
+        nvlinks=read_nvlinks(nv, handle),
+    )
+
+
+def all_gpus(nv, root: Path | None = None) -> list[Gpu]:
+    """Every GPU the driver sees, in NVML (PCI) order; [] without NVML."""
+    count = _int(call(nv, "nvmlDeviceGetCount")) or 0
+    out = []
+    for i in range(count):
+        handle = call(nv, "nvmlDeviceGetHandleByIndex", i)
+        if handle is not None:
+            out.append(read_gpu(nv, handle, i, root))
+    return out
+
+
+# ---------------------------------------------------------------- pairs
+
+@dataclass
+class Pair:
+    """The path from GPU a to GPU b (indices into the list the pair was built from)."""
+
+    a: int
+    b: int
+    level: int | None  # nvmlGpuTopologyLevel_t of the PCIe path
+    nvlinks: int = 0  # NVLink links usable between the two (direct, or through NVSwitches)
+    via_switch: bool = False
+    p2p: dict[str, str] = field(default_factory=dict)  # read / write / nvlink -> "ok" or why not
+
+    @property
+    def label(self) -> str:
+        if self.a == self.b:
+            return "X"
+        if self.nvlinks:
+            return f"NV{self.nvlinks}"
+        return LEVELS.get(self.level, ("?", ""))[0] if self.level is not None else "?"
+
+    @property
+    def pcie_label(self) -> str:
+        return LEVELS.get(self.level, ("?", ""))[0] if self.level is not None else "?"
+
+    @property
+    def description(self) -> str:
+        if self.a == self.b:
+            return "self"
+        if self.nvlinks:
+            return f"NVLink, {self.nvlinks} links" + (" through NVSwitch" if self.via_switch else "")
+        if self.level is None:
+            return "unknown (NVML gives no path)"
+        return "PCIe: " + LEVELS.get(self.level, ("?", f"level {self.level}"))[1]
+
+    @property
+    def is_nvlink(self) -> bool:
+        return self.nvlinks > 0
+
+    def params(self) -> dict:
+        return {"path": self.label, "path_description": self.description, "pcie_path": self.pcie_label,
+                "nvlinks": self.nvlinks, "p2p_nvml": dict(self.p2p)}
+
+
+def p2p_status(nv, ha, hb) -> dict[str, str]:
+    """NVML's peer capabilities a -> b: read, write, nvlink; "" where NVML does not answer."""
+    out = {}
+    for name, index in (("read", P2P_READ), ("write", P2P_WRITE), ("nvlink", P2P_NVLINK)):
+        code = call(nv, "nvmlDeviceGetP2PStatus", ha, hb, index)
+        out[name] = P2P_STATUS.get(code, f"status {code}") if code is not None else ""
+    return out
+
+
+def nvlinks_between(a: Gpu, b: Gpu, nvlink_p2p_ok: bool = False) -> tuple[int, bool]:
+    """(links, through a switch) between two GPUs.
+
+    Direct links are those whose far end is b's PCI address (a bridged pair, or a
+    DGX-1 style mesh). On NVSwitch systems every link ends at a switch and any two
+    GPUs share the smaller of their switch link counts (nvidia-smi's NV18 on HGX
+    H100). Drivers that do not name the far end's type: links to something that is
+    not a GPU of this list count as switch links when NVML says NVLink P2P works.
+    """
+    mine = [link for link in a.nvlinks if link.active]
+    key_b = bus_key(b.bus_id)
+    direct = sum(1 for link in mine if bus_key(link.remote_bus_id) == key_b)
+    if direct:
+        return direct, False
+
+    def switch_links(g: Gpu, guess: bool) -> int:
+        return sum(1 for link in g.nvlinks if link.active and (
+            link.remote_type == "switch" or (guess and link.remote_type in ("", "unknown"))))
+    sa, sb = switch_links(a, False), switch_links(b, False)
+    if sa and sb:
+        return min(sa, sb), True
+    if nvlink_p2p_ok:
+        sa, sb = switch_links(a, True), switch_links(b, True)
+        if sa and sb:
+            return min(sa, sb), True
+    return 0, False
+
+
+def read_pair(nv, gpus: list[Gpu], a: int, b: int) -> Pair:
+    if a == b:
+        return Pair(a, b, None)
+    ga, gb = gpus[a], gpus[b]
+    level = _int(call(nv, "nvmlDeviceGetTopologyCommonAncestor", ga.handle, gb.handle))
+    p2p = p2p_status(nv, ga.handle, gb.handle)
+    links, via_switch = nvlinks_between(ga, gb, p2p.get("nvlink") == "ok")
+    return Pair(a, b, level, links, via_switch, p2p)
+
+
+def pairs(nv, gpus: list[Gpu]) -> dict[tuple[int, int], Pair]:
+    """Every ordered pair (a, b), a != b."""
+    return {(a, b): read_pair(nv, gpus, a, b) for a in range(len(gpus)) for b in range(len(gpus)) if a != b}
+
+
+# ---------------------------------------------------------------- link health
+
+def link_text(gen, width) -> str:
+    """ "Gen5 x16"; "?" for a part NVML did not give."""
+    if gen in (None, "") and width in (None, ""):
+        return ""
+    return f"Gen{gen if gen not in (None, '') else '?'} x{width if width not in (None, '') else '?'}"
+
+
+def pcie_below_max(gen_current, width_current, gen_max, width_max, gen_max_system=None) -> str | None:
+    """What is wrong when the trained PCIe link is below what the card supports, else None.
+
+    Read it while a transfer runs: an idle link trains down to Gen1 to save power,
+    which is not a fault (LinkSampler). A Gen5 card in a Gen4 slot trains at Gen4:
+    flagged too, naming the slot (acceptance: wrong slot or riser).
+    """
+    try:
+        gc, wc, gm, wm = int(gen_current), int(width_current), int(gen_max), int(width_max)
+    except (TypeError, ValueError):
+        return None
+    if gc >= gm and wc >= wm:
+        return None
+    msg = f"PCIe link trained at Gen{gc} x{wc}, the card supports Gen{gm} x{wm}"
+    try:
+        gs = int(gen_max_system)
+    except (TypeError, ValueError):
+        gs = None
+    if gs is not None and gs < gm:
+        msg += f" (the slot or platform allows Gen{gs})"
+    return msg
+
+
+def nvlink_down_message(active: int, down: int) -> str | None:
+    """NVLink links down, when the card has links up at all (a PCIe card without a bridge has none up: not a fault)."""
+    if active and down:
+        return f"NVLink: {down} of {active + down} links down"
+    return None
+
+
+class LinkSampler:
+    """Reads the PCIe link of some GPUs in a thread while a transfer runs.
+
+    Idle links train down to a low generation to save power, so a reading taken
+    before or long after the load says little (METHOD.md section 3). The result per
+    GPU is the best reading (highest gen x width bandwidth) taken during the window
+    and right after it, with the number of readings: generation and width come from
+    the same reading, never an idle reading's width with a loaded one's generation.
+    """
+
+    def __init__(self, nv, handles: list, interval_s: float = 0.01):
+        self.nv, self.handles, self.interval_s = nv, list(handles), interval_s
+        self._readings: list[list[tuple]] = [[] for _ in self.handles]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "LinkSampler":
+        self._readings = [[] for _ in self.handles]
+        self._stop = threading.Event()
+        if self.nv is not None and any(h is not None for h in self.handles):
+            self._thread = threading.Thread(target=self._run, args=(self._stop, self._readings),
+                                            name="cardbench-pcie-link", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._thread = None
+            self._read(self._readings)
+        return False
+
+    def _run(self, stop: threading.Event, readings) -> None:
+        while not stop.wait(self.interval_s):
+            try:
+                self._read(readings)
+            except Exception:  # nothing may escape the thread
+                pass
+
+    def _read(self, readings) -> None:
+        for i, h in enumerate(self.handles):
+            if h is None:
+                continue
+            gen = _int(call(self.nv, "nvmlDeviceGetCurrPcieLinkGeneration", h))
+            width = _int(call(self.nv, "nvmlDeviceGetCurrPcieLinkWidth", h))
+            if gen is not None or width is not None:
+                readings[i].append((gen, width))
+
+    def result(self, i: int = 0) -> tuple[int | None, int | None, int]:
+        """(generation, width, readings) of the best reading for the i-th handle."""
+        rows = list(self._readings[i]) if i < len(self._readings) else []
+        if not rows:
+            return None, None, 0
+        gen, width = max(rows, key=_link_rank)
+        return gen, width, len(rows)
+
+
+def _link_rank(reading: tuple) -> tuple:
+    """Order readings by per-direction bandwidth; a reading missing a part ranks by what it has."""
+    from bench.specs import pcie_bytes_per_s
+
+    gen, width = reading
+    try:
+        return (pcie_bytes_per_s(gen, width), 0, 0)
+    except (TypeError, ValueError):
+        return (0.0, gen or 0, width or 0)

@@ -1,0 +1,342 @@
+"""Transfer family on the CPU: link arithmetic and normalization, the plan and its skip logic, verification,
+the link read under load, and rows that the results reader accepts. Real copies: tests/test_transfer_gpu.py."""
+import json
+import threading
+import time
+
+import pytest
+import torch
+
+from bench import specs, telemetry, topology, transfer
+from bench.devices import Target, cpu_target
+from bench.results import ResultsWriter, read_results
+from test_telemetry import H100_IDENTITY, fake_nvml, install
+
+GIB, MIB = 2**30, 2**20
+DB = specs.load()
+H100_SXM = DB.find("H100 SXM5 80GB")
+H100_PCIE = DB.find("H100 PCIe 80GB")
+
+
+@pytest.fixture(autouse=True)
+def fresh_placement(monkeypatch):
+    monkeypatch.setattr(transfer, "_PLACEMENT", {})
+    monkeypatch.setattr(transfer, "_WARNED", set())
+    monkeypatch.setattr("bench.devices._host_available_bytes", lambda: 256 * GIB)  # plans sized by the GPU alone
+
+
+def gpu_like(index=0, identity=None, spec=None, free_bytes=80 * GIB) -> Target:
+    """A Target that looks like a GPU to the planner; nothing is allocated."""
+    t = Target(torch.device("cuda", index), index, dict(identity or H100_IDENTITY), spec)
+    t.free_bytes = lambda: free_bytes
+    return t
+
+
+# ---------------------------------------------------------------- link arithmetic
+
+# PCI-SIG line rates per lane and the share of bits carrying data: 8b/10b (Gen1-2),
+# 128b/130b (Gen3-5), FLIT mode 242 of 256 bytes (Gen6).
+GT_PER_S = {1: 2.5e9, 2: 5e9, 3: 8e9, 4: 16e9, 5: 32e9, 6: 64e9}
+ENCODING = {1: 0.8, 2: 0.8, 3: 128 / 130, 4: 128 / 130, 5: 128 / 130, 6: 242 / 256}
+
+
+@pytest.mark.parametrize("gen", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("width", [1, 2, 4, 8, 16])
+def test_pcie_per_direction_every_generation_and_width(gen, width):
+    want = GT_PER_S[gen] * width / 8 * ENCODING[gen]
+    assert specs.pcie_bytes_per_s(gen, width) == pytest.approx(want, rel=1e-12)
+    # what a row is normalized against, trained link (derived) and supported link (spec)
+    assert transfer.pcie_peak(gen, width) == pytest.approx(want, rel=1e-12)
+    assert transfer.pcie_peak(str(gen), str(width)) == pytest.approx(want, rel=1e-12)  # identity columns are text
+    claim = transfer.pcie_claim(None, gen, width)
+    assert claim.bytes_per_s == pytest.approx(want) and claim.link == f"Gen{gen} x{width}"
+    norm = transfer.normalization(0.5 * want / 1e9, claim, want)
+    assert norm["spec_value"] == pytest.approx(want / 1e9) and norm["derived_peak"] == pytest.approx(want / 1e9)
+    assert norm["pct_of_spec"] == pytest.approx(50.0) and norm["pct_of_derived"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("gen, width, gb_per_s", [(1, 1, 0.25), (2, 1, 0.5), (3, 16, 15.754), (4, 16, 31.508),
+                                                  (5, 16, 63.015), (5, 8, 31.508), (6, 16, 121.0)])
+def test_pcie_against_published_figures(gen, width, gb_per_s):
+    assert specs.pcie_bytes_per_s(gen, width) / 1e9 == pytest.approx(gb_per_s, abs=0.001)
+
+
+def test_unknown_links_give_no_peak():
+    assert transfer.pcie_peak(7, 16) is None and transfer.pcie_peak(5, 0) is None
+    assert transfer.pcie_peak(None, 16) is None and transfer.pcie_peak("", "") is None
+    assert transfer.pcie_claim(None, "", "") is None
+
+
+def test_supported_link_comes_from_the_spec_entry_else_nvml():
+    claim = transfer.pcie_claim(H100_SXM, "4", "16")  # the spec wins over NVML's (slot-limited) maximum
+    assert claim.link == "Gen5 x16" and claim.figure == "pcie_per_direction"
+    assert claim.bytes_per_s == specs.pcie_bytes_per_s(5, 16) and claim.source == H100_SXM.figures["pcie_gen"].source
+    nvml = transfer.pcie_claim(None, "5", "16")
+    assert nvml.link == "Gen5 x16" and nvml.source.startswith("NVML")
+
+
+def test_nvlink_claim_and_derived_peak():
+    sxm = transfer.nvlink_claim(H100_SXM)
+    assert sxm.bytes_per_s == 450e9 and sxm.figure == "nvlink_per_direction"
+    pcie = transfer.nvlink_claim(H100_PCIE)  # only nvlink_bidir (600, bridged pair): half of it
+    assert pcie.bytes_per_s == 300e9 and pcie.source.startswith("half of nvlink_bidir")
+    assert transfer.nvlink_claim(None) is None
+    assert transfer.nvlink_peak(18, "9.0") == pytest.approx(450e9)  # 18 links x 25 GB/s (NVLink 4)
+    assert transfer.nvlink_peak(12, "9.0") == pytest.approx(300e9)  # an H100 NVL bridge
+    assert transfer.nvlink_peak(12, "8.0") == pytest.approx(300e9)  # A100: 12 x 25
+    assert transfer.nvlink_peak(4, "8.6") is None  # RTX bridges run slower links: no guess
+    assert transfer.nvlink_peak(0, "9.0") is None
+
+
+def test_bidir_total_is_normalized_against_both_directions():
+    claim = transfer.pcie_claim(H100_SXM, 5, 16)
+    peak = specs.pcie_bytes_per_s(5, 16)
+    norm = transfer.normalization(100.0, claim, peak, directions=2)
+    assert norm["spec_figure"] == "pcie_both_directions" and norm["spec_value"] == pytest.approx(2 * peak / 1e9)
+    assert norm["pct_of_derived"] == pytest.approx(100.0 * 100e9 / (2 * peak))
+    empty = transfer.normalization(None, None, None)
+    assert set(empty) == set(specs.NORMALIZE_KEYS) - {"spec_entry"} and not any(empty.values())
+
+
+# ---------------------------------------------------------------- the plan and skip logic
+
+def test_cpu_plan_is_quick_sizes_and_placeholders():
+    plan = transfer.cases(cpu_target(), "quick")
+    host = [c for c in plan if not c.is_p2p]
+    assert {(c.memory, c.nbytes) for c in host} == {(k, n) for k in ("pinned", "pageable") for n in (256 * MIB, GIB)}
+    assert [c.benchmark for c in host[:5]] == ["h2d", "d2h", "h2d_bidir", "d2h_bidir", "bidir_total"]
+    assert [c.id for c in plan if c.is_p2p] == ["transfer/p2p/torch/no-peer", "transfer/p2p_bidir/torch/no-peer",
+                                               "transfer/p2p_latency/torch/no-peer"]
+    assert host[0].id == "transfer/h2d/torch/pinned-256MiB" and host[-1].case == "pageable-1GiB"
+    assert len({c.id for c in plan}) == len(plan) == 23
+
+
+def test_full_plan_sweeps_1mib_to_1gib(monkeypatch):
+    monkeypatch.setattr(transfer, "visible_gpus", lambda: 2)
+    plan = transfer.cases(gpu_like(), "full")
+    sizes = sorted({c.nbytes for c in plan if not c.is_p2p})
+    assert sizes == [2**k for k in range(20, 31)]
+    assert all(c.buffer_bytes == GIB for c in plan if c.benchmark != "p2p_latency")  # buffers allocated once
+    p2p = [c for c in plan if c.benchmark == "p2p"]
+    assert [c.case for c in p2p][:2] == ["cuda:0->cuda:1-1MiB", "cuda:0->cuda:1-2MiB"]
+
+
+def test_gpu_plan_has_every_ordered_pair_from_this_gpu(monkeypatch):
+    monkeypatch.setattr(transfer, "visible_gpus", lambda: 4)
+    plan = transfer.cases(gpu_like(index=2), "quick")
+    p2p = [c.id for c in plan if c.is_p2p]
+    assert p2p == [f"transfer/{b}/torch/cuda:2->cuda:{j}-{s}" for j in (0, 1, 3)
+                   for b, s in (("p2p", "256MiB"), ("p2p_bidir", "256MiB"), ("p2p_latency", "16B"))]
+    assert all(transfer.skip_reason(gpu_like(index=2), c) is None for c in plan)
+
+
+def test_sizes_shrink_to_fit_memory(monkeypatch):
+    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
+    plan = transfer.cases(gpu_like(free_bytes=3 * GIB), "quick")  # room for 256 MiB copies only
+    assert {c.nbytes for c in plan if not c.is_p2p} == {256 * MIB}
+    tiny = transfer.cases(gpu_like(free_bytes=64 * MIB), "quick")
+    assert {c.nbytes for c in tiny if not c.is_p2p} == {8 * MIB}
+
+
+def test_cpu_mode_rows_are_skipped_with_the_reason(tmp_path):
+    target = cpu_target()
+    rows = [transfer.run_case(target, c, "quick", {}) for c in transfer.cases(target, "quick")]
+    assert {r["status"] for r in rows} == {"skipped"}
+    assert {r["message"] for r in rows} == {transfer.CPU_REASON}
+    assert all(r["family"] == "transfer" and r["provider"] == "torch" and "value" not in r for r in rows)
+    writer = ResultsWriter(tmp_path / "run.csv", telemetry.run_identity())
+    for r in rows:
+        writer.write(r)
+    writer.close()
+    back = read_results(tmp_path / "run.csv")
+    assert back.complete and len(back.rows) == 23
+    assert {(r["metric"], r["unit"]) for r in back.rows} == {("bandwidth", "GB/s"), ("latency", "us")}
+
+
+def test_one_gpu_skips_peer_copies_with_the_reason(monkeypatch):
+    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
+    target = gpu_like()
+    p2p = [c for c in transfer.cases(target, "quick") if c.is_p2p]
+    assert [c.peer for c in p2p] == [None, None, None]
+    rows = [transfer.run_case(target, c, "quick", {}) for c in p2p]
+    assert {r["status"] for r in rows} == {"skipped"}
+    assert {r["message"] for r in rows} == {"one GPU visible (cuda:0): peer-to-peer copies need two"}
+    assert {r["device_index"] for r in rows} == {0}  # a GPU machine: accept reads this as not applicable
+
+
+def test_run_start_warning_once_per_device(monkeypatch, capsys):
+    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(transfer, "placement", lambda t: topology.Placement(1, frozenset(), frozenset(), [0, 1], "far away"))
+    transfer.cases(gpu_like(), "quick")
+    transfer.cases(gpu_like(), "quick")
+    transfer.cases(cpu_target(), "quick")
+    assert capsys.readouterr().err == "warning: cuda:0: far away\n"
+
+
+# ---------------------------------------------------------------- verification
+
+def test_verify_passes_a_copy_and_catches_a_copy_that_did_nothing():
+    src = transfer._random_bytes(MIB, "cpu")
+    dst = torch.zeros(MIB, dtype=torch.uint8)
+    assert transfer.verify([dst], lambda: dst.copy_(src), [(dst, src, "h2d")], ["cpu"]) is None
+    # dst already holds the right bytes; a copy that does nothing must still fail (zeroed first)
+    problem = transfer.verify([dst], lambda: None, [(dst, src, "h2d")], ["cpu"])
+    zeros = int((src == 0).sum())
+    assert problem == f"h2d: {MIB - zeros} of {MIB} bytes differ from the source"
+
+
+def test_verify_catches_a_shifted_copy_and_names_each_direction():
+    a, b = transfer._random_bytes(MIB, "cpu"), transfer._random_bytes(MIB, "cpu")
+    da, db = torch.zeros_like(a), torch.zeros_like(b)
+
+    def both():
+        da.copy_(a)
+        db[1:] = b[:-1]  # off by one byte
+    problem = transfer.verify([da, db], both, [(da, a, "h2d"), (db, b, "d2h")], ["cpu"])
+    assert problem.startswith("d2h: ") and "h2d" not in problem
+    assert transfer.compare([(da, a, "h2d")]) is None
+
+
+def test_random_bytes_are_not_constant():
+    x = transfer._random_bytes(MIB, "cpu")
+    assert x.numel() == MIB and x.dtype == torch.uint8
+    assert len(torch.unique(x)) == 256  # zeros run faster than data in some paths; never a constant
+
+
+# ---------------------------------------------------------------- the link under load, through observe()
+
+def loaded_h100(monkeypatch, loaded=(5, 16), replays=(0, 0)):
+    """The fake H100 of test_telemetry whose link reads Gen1 at idle and `loaded` while nv.busy is set."""
+    nv = fake_nvml()
+    nv.busy = threading.Event()
+    nv.nvmlDeviceGetCurrPcieLinkGeneration = lambda h: (loaded if nv.busy.is_set() else (1, 16))[0]
+    nv.nvmlDeviceGetCurrPcieLinkWidth = lambda h: (loaded if nv.busy.is_set() else (1, 16))[1]
+    counter = iter(replays)
+    nv.nvmlDeviceGetPcieReplayCounter = lambda h: next(counter)
+    install(monkeypatch, nv)
+    return nv
+
+
+def transfer_for(nv, seconds=0.06):
+    def fn():
+        nv.busy.set()
+        time.sleep(seconds)
+        nv.busy.clear()
+        return "timed"
+    return fn
+
+
+def test_observe_reads_the_link_while_the_copy_runs(monkeypatch):
+    nv = loaded_h100(monkeypatch)
+    assert telemetry.pcie_link(0) == {"pcie_gen_current": "1", "pcie_width_current": "16"}  # idle: Gen1
+    result, window = transfer.observe([0], transfer_for(nv))
+    assert result == "timed"
+    gen, width, readings = window.link[0]
+    assert (gen, width) == (5, 16) and readings >= 3
+    assert window.replays == {0: 0}
+    assert int(window.telemetry[0]["telemetry_samples"]) >= 2
+    cols, notes = transfer.link_notes(H100_IDENTITY, window.link[0], window.replays[0])
+    assert cols == {"pcie_gen_current": "5", "pcie_width_current": "16"} and notes == []
+
+
+def test_gen4_x8_under_load_is_flagged_on_the_row(monkeypatch):
+    nv = loaded_h100(monkeypatch, loaded=(4, 8), replays=(10, 13))
+    _, window = transfer.observe([0], transfer_for(nv))
+    assert window.link[0][:2] == (4, 8) and window.replays == {0: 3}
+    cols, notes = transfer.link_notes(H100_IDENTITY, window.link[0], window.replays[0])
+    assert cols == {"pcie_gen_current": "4", "pcie_width_current": "8"}
+    assert notes == ["PCIe link trained at Gen4 x8, the card supports Gen5 x16 (read during this transfer)",
+                     "PCIe replays during this transfer: 3"]
+
+
+def test_observe_without_nvml_is_empty(monkeypatch):
+    install(monkeypatch, fake_nvml())
+    monkeypatch.setattr(telemetry, "_nvml_state", False)  # as on a machine without a driver
+    result, window = transfer.observe([0], lambda: 7)
+    assert result == 7 and window.link == {0: (None, None, 0)} and window.replays == {0: None}
+    assert transfer.link_notes(H100_IDENTITY, window.link[0], None) == (
+        {"pcie_gen_current": "", "pcie_width_current": ""}, [])
+
+
+# ---------------------------------------------------------------- rows
+
+def ok_h2d_row(samples_s, link=(5, 16, 12), identity=None):
+    target = gpu_like(identity=identity or {**H100_IDENTITY, "compute_processes": "0"}, spec=H100_SXM)
+    case = transfer.Case("h2d", "pinned", 256 * MIB, 0, None, GIB)
+    fields = transfer.bandwidth_fields(samples_s, 1, "cuda_events+hold", case.nbytes)
+    cols, notes = transfer.link_notes(target.identity, link, 0)
+    norm = transfer.normalization(fields["value"], transfer.pcie_claim(H100_SXM, 5, 16), transfer.pcie_peak(*link[:2]))
+    params = {"direction": "h2d", "memory": "pinned", "bytes": case.nbytes, "link_under_load": topology.link_text(*link[:2])}
+    return transfer.finish_row(target, case, params, fields, {}, cols, norm, notes)
+
+
+def test_ok_row_values_and_both_denominators(tmp_path):
+    t = 256 * MIB / 55e9  # 55 GB/s
+    row = ok_h2d_row([t * 0.99, t, t * 1.01])
+    assert row["value"] == pytest.approx(55.0) and row["unit"] == "GB/s" and row["work"] == 256 * MIB
+    assert row["pct_of_spec"] == pytest.approx(100 * 55e9 / specs.pcie_bytes_per_s(5, 16))
+    assert row["pct_of_derived"] == row["pct_of_spec"]  # trained at what the card supports
+    assert row["spec_figure"] == "pcie_per_direction" and row["spec_unit"] == "GB/s"
+    assert row["message"] == "" and row["case"] == "pinned-256MiB" and row["benchmark"] == "h2d"
+    slow = ok_h2d_row([t], link=(4, 8, 9))
+    assert slow["pct_of_derived"] == pytest.approx(100 * 55e9 / specs.pcie_bytes_per_s(4, 8))
+    assert slow["pct_of_spec"] == row["pct_of_spec"]  # the claim is the card's, whatever the slot did
+    assert slow["message"] == "PCIe link trained at Gen4 x8, the card supports Gen5 x16 (read during this transfer)"
+    busy = ok_h2d_row([t], identity=H100_IDENTITY)  # one other process on the card (the fixture's pid 4242)
+    assert busy["message"] == "disturbed: 1 other process(es) computing on the card during the measurement"
+    writer = ResultsWriter(tmp_path / "r.csv", telemetry.run_identity())
+    writer.write(row)
+    writer.write(slow)
+    writer.close()
+    back = read_results(tmp_path / "r.csv").frame()
+    assert list(back["pcie_gen_current"].astype(str)) == ["5", "4"]
+    assert json.loads(back["params"][1])["link_under_load"] == "Gen4 x8"
+
+
+def test_latency_fields_are_microseconds_lower_is_better():
+    f = transfer.latency_fields([2e-6, 3e-6, 4e-6, 3e-6, 10e-6], 17, "cuda_events+hold")
+    assert f["value"] == pytest.approx(3.0) and f["time_s"] == pytest.approx(3e-6)
+    assert f["p10"] < f["value"] < f["p90"] and f["n_samples"] == 5 and f["calls_per_sample"] == 17
+    assert [float(s) for s in f["samples"].split(";")] == pytest.approx([2.0, 3.0, 4.0, 3.0, 10.0])
+
+
+def test_describe_bidir_total_counts_both_directions():
+    m = transfer.describe(transfer.Case("bidir_total", "pinned", GIB, 0))
+    assert m.work == 2 * GIB and m.size_bytes == 2 * GIB
+    lat = transfer.describe(transfer.Case("p2p_latency", "device", 16, 0, 1))
+    assert (lat.metric, lat.unit, lat.work) == ("latency", "us", 16.0)
+
+
+# ---------------------------------------------------------------- printed summary
+
+def _row(device, benchmark, case, value, size, **extra):
+    return {"family": "transfer", "status": "ok", "device_index": device, "benchmark": benchmark, "case": case,
+            "value": value, "size_bytes": size, "unit": "GB/s", **extra}
+
+
+def test_summary_host_table_and_p2p_matrices():
+    rows = [_row(0, b, "pinned-1GiB", v, GIB * (2 if b == "bidir_total" else 1), pcie_gen_current="5",
+                 pcie_width_current="16", pct_of_derived=v / 0.63015)
+            for b, v in (("h2d", 55.1), ("d2h", 55.3), ("h2d_bidir", 50.0), ("d2h_bidir", 51.0), ("bidir_total", 100.9))]
+    rows.append(_row(0, "h2d", "pinned-256MiB", 54.0, 256 * MIB))
+    rows.append({**rows[0], "status": "skipped", "case": "pageable-1GiB", "value": ""})
+    p = {"path": "NV12", "peer_access_torch": True}
+    for a, b in ((0, 1), (1, 0)):
+        rows.append(_row(a, "p2p", f"cuda:{a}->cuda:{b}-256MiB", 250.5 + a, 256 * MIB,
+                         params=json.dumps({**p, "dst": f"cuda:{b}"})))
+        rows.append(_row(a, "p2p_latency", f"cuda:{a}->cuda:{b}-16B", 2.345, 16, unit="us",
+                         params=json.dumps({**p, "dst": f"cuda:{b}"})))
+    text = "\n".join(transfer.summary_lines(rows))
+    assert "cuda:0    pinned    1GiB    55.1   55.3   50.0         51.0         100.9          Gen5 x16" in text
+    assert "87% / 88%" in text
+    assert "p2p one way, GB/s, 256MiB: row = source, column = destination" in text
+    assert "cuda:0  -         250.5" in text and "cuda:1  251.5     -" in text
+    assert "latency of a 16-byte copy, us" in text and "2.35" in text
+    assert "NV12 yes" in text and "legend: X = self" in text
+
+
+def test_summary_is_empty_without_ok_rows():
+    target = cpu_target()
+    rows = [transfer.run_case(target, c, "quick", {}) for c in transfer.cases(target, "quick")]
+    assert transfer.summary_lines(rows) == []
+    assert transfer.summary_lines([]) == []
