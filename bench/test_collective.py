@@ -7,27 +7,10 @@ one GPU every case is skipped: collectives need two or more ranks. Under
 torchrun, run `cardbench run --families collective` instead: pytest does not
 know which rank writes.
 """
-import pytest
 
-from bench import collective
-from bench.run import normalized
+from bench.frontend import measure_case
 
 
 def test_collective(benchmark, target, collective_case, profile, tuned, session_rows):
-    row: dict = {}
-    benchmark.group = f"collective/{collective_case.benchmark}/{collective_case.dtype}"
-    benchmark.pedantic(lambda: row.update(collective.run_case(target, collective_case, profile, tuned)),
-                       rounds=1, iterations=1)
-    row.update(normalized(row, target))
-    session_rows.append(row)
-    benchmark.extra_info.update({
-        k: row.get(k) for k in ("status", "message", "value", "unit", "p10", "p90", "time_s", "n_samples", "timer",
-                                "size_bytes", "work", "params", "samples", "spec_entry", "spec_figure",
-                                "spec_value", "spec_source", "pct_of_spec", "device_name", "device_uuid",
-                                "clocks_event_reasons")
-    })
-    benchmark.extra_info["device"] = str(target.device)
-    if row["status"] in ("skipped", "unsupported"):
-        pytest.skip(row["message"])
-    assert row["status"] == "ok", f"{collective_case.id}: {row['status']}: {row['message']}"
-    assert float(row["value"]) > 0
+    measure_case(benchmark, "collective", collective_case, f"{collective_case.benchmark}/{collective_case.dtype}",
+                 target, profile, tuned, session_rows)
