@@ -271,24 +271,31 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
         ax.legend(fontsize=6, ncol=2)
         save(fig, "memory_sweep.png", "Memory bandwidth against working-set size")
 
-    # Matmul throughput per dtype against the dense claim.
+    # Matmul throughput per dtype against the dense claim, in T(FLOP|OP)/s: CPU rows are
+    # stored in G units, so every value is scaled by its own row's unit.
     mm = {(c.label, h.metric.split()[-1]): h.row for c in cards for h in headlines(c)
           if h.row is not None and h.metric.startswith("matmul")}
     if mm:
+        def tera(row, column):
+            scale = 1e-3 if row["unit"].startswith("G") else 1.0  # GFLOP/s, GOPS -> T
+            return float(row[column]) * scale if row.get(column) else float("nan")
+
         dtypes = sorted({d for _, d in mm})
         fig, ax = plt.subplots(figsize=(max(6, len(dtypes) * 1.1 * max(1, len(cards))), 4))
         width = 0.8 / len(cards)
+        any_claim = False
         for i, c in enumerate(cards):
             xs = [j + i * width for j in range(len(dtypes))]
-            vals = [float(mm[(c.label, d)]["value"]) if (c.label, d) in mm else float("nan") for d in dtypes]
-            ax.bar(xs, vals, width, label=f"{c.label} measured")
-            claims = [float(mm[(c.label, d)]["spec_value"]) if (c.label, d) in mm and mm[(c.label, d)].get("spec_value")
-                      else float("nan") for d in dtypes]
-            ax.scatter(xs, claims, marker="_", s=400, color="black", zorder=3,
-                       label="dense claim" if i == 0 else None)
+            rows = [mm.get((c.label, d)) for d in dtypes]
+            ax.bar(xs, [tera(r, "value") if r else float("nan") for r in rows], width, label=f"{c.label} measured")
+            claims = [tera(r, "spec_value") if r else float("nan") for r in rows]
+            if any(x == x for x in claims):  # a claim to draw (NaN != NaN)
+                ax.scatter(xs, claims, marker="_", s=400, color="black", zorder=3,
+                           label=None if any_claim else "dense claim")
+                any_claim = True
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(dtypes))], dtypes)
         ax.set_ylabel("TFLOP/s (TOPS for int8)")
-        ax.set_title("Matmul throughput per dtype against the dense claim")
+        ax.set_title("Matmul throughput per dtype" + (" against the dense claim" if any_claim else " (no claim known)"))
         ax.legend(fontsize=8)
         save(fig, "matmul.png", "Matmul throughput per dtype")
 
@@ -317,11 +324,11 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
     if coll:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for c in cards:
-            for bench in sorted({r["benchmark"] for cc, r in coll if cc is c}):
+            for bench, dtype in sorted({(r["benchmark"], r["dtype"]) for cc, r in coll if cc is c}):
                 pts = sorted((float(r["size_bytes"]), float(r["value"])) for cc, r in coll
-                             if cc is c and r["benchmark"] == bench and r["size_bytes"])
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{c.label} {bench}")
+                             if cc is c and (r["benchmark"], r["dtype"]) == (bench, dtype) and r["size_bytes"])
+                if pts:  # one curve per collective and dtype: bf16 and fp32 are separate sweeps
+                    ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{c.label} {bench} {dtype}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("message size (bytes)")
         ax.set_ylabel("bus bandwidth (GB/s)")
