@@ -32,7 +32,7 @@ from datetime import timedelta
 
 import torch
 
-from bench import launch, measure, specs, telemetry, timing
+from bench import launch, measure, specs, telemetry, timing, topology
 from bench.devices import Target
 from bench.measure import Measurement
 from bench.memory import human_bytes
@@ -252,17 +252,13 @@ def _link_facts(target: Target, g: Group) -> tuple[dict, bool]:
 
 def nvlink_state(index: int | None) -> tuple[int | None, bool | None]:
     """(active NVLinks, whether a link ends at an NVSwitch) of CUDA device `index`; None where NVML cannot tell."""
-    if index is None or not telemetry.nvml_available():
-        return None, None
-    handle = telemetry._device_handle(index, telemetry._torch_props(index))[0]
+    handle = telemetry.nvml_handle(index)
     if handle is None:
         return None, None
-    nv = telemetry._nvml_module()
-    active = [link for link in range(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
-              if telemetry._get("nvmlDeviceGetNvLinkState", handle, link) == 1]
-    remote = [telemetry._get("nvmlDeviceGetNvLinkRemoteDeviceType", handle, link) for link in active]
-    # nvmlNvLinkDeviceType_t: 2 = switch. Bindings without the call: 18 links (all of an SXM board's) mean switches.
-    switch = any(r == 2 for r in remote) if any(r is not None for r in remote) else len(active) >= 18
+    active = [link for link in topology.read_nvlinks(telemetry.nvml(), handle) if link.active]
+    kinds = [link.remote_type for link in active if link.remote_type]
+    # Bindings without the remote-type call: 18 links (all of an SXM board's) mean switches.
+    switch = "switch" in kinds if kinds else len(active) >= 18
     return len(active), switch
 
 
@@ -591,10 +587,9 @@ def _time_ops(ctx, comm: _Comm, device: torch.device, op, measure_s: float):
     _sync(device)
     with sampler:
         if cuda:
-            hold = hasattr(torch.cuda, "_sleep")
             events = [torch.cuda.Event(enable_timing=True) for _ in range(ops + 1)]
-            if hold:  # the stream waits while the host queues every operation: launch cost stays out
-                torch.cuda._sleep(timing._spin_cycles((ops + 1) * 40e-6 + 1e-3))
+            # The stream waits while the host queues every operation: launch cost stays out.
+            timing.hold_stream((ops + 1) * 40e-6 + 1e-3)
             op()  # absorbs the ranks' different release times after the hold; not timed
             events[0].record()
             for i in range(ops):
@@ -602,7 +597,7 @@ def _time_ops(ctx, comm: _Comm, device: torch.device, op, measure_s: float):
                 events[i + 1].record()
             torch.cuda.synchronize(device)
             samples = [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(ops)]
-            timer = "cuda_events+hold" if hold else "cuda_events"
+            timer = timing.CUDA_TIMER
         else:
             samples = []
             for _ in range(ops):

@@ -65,11 +65,9 @@ def renormalize(runs: list[Results], db: specs.SpecDB) -> None:
     """Recompute the spec columns with the given database (a --specs file may add or dispute claims)."""
     for res in runs:
         for r in res.rows:
-            if r["family"] == "transfer":
-                continue  # normalized against link theory by the family itself
             entry = db.match(r["device_name"], r.get("pci_device_id", ""))
             r.update({k: "" if v is None else (repr(v) if isinstance(v, float) else str(v))
-                      for k, v in specs.normalize(r, entry).items()})
+                      for k, v in specs.columns_for(r, entry).items()})
 
 
 def cards_of(runs: list[Results]) -> list[Card]:

@@ -217,9 +217,8 @@ def device_lock(target: devices.Target):
 
 
 def normalized(row: dict, target: devices.Target) -> dict:
-    """Spec columns for a row; a family that normalized the row itself (transfers
-    against link theory) keeps its own figures."""
-    return {k: v for k, v in specs.normalize(row, target.spec).items() if v not in ("", None) or k not in row}
+    """The spec columns for a row measured on `target` (specs.columns_for)."""
+    return specs.columns_for(row, target.spec)
 
 
 def spec_line(t: devices.Target) -> str:

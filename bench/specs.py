@@ -445,6 +445,18 @@ def claim_key(family: str, benchmark: str, dtype: str) -> str | None:
     return None
 
 
+def columns_for(row: dict, entry: Entry | None) -> dict[str, object]:
+    """The normalization columns to write onto a row.
+
+    All of them where the database holds the row's claim (memory, matmul). Where a
+    family normalizes against something else (transfers and collectives against the
+    link), its own figures stay and only the matched entry's name is filled in.
+    """
+    if claim_key(str(row.get("family", "")), str(row.get("benchmark", "")), str(row.get("dtype", ""))) is None:
+        return {} if row.get("spec_entry") or entry is None else {"spec_entry": entry.name}
+    return normalize(row, entry)
+
+
 def _float(text) -> float | None:
     try:
         v = float(text)

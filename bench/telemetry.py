@@ -346,10 +346,21 @@ def pcie_link(index: int) -> dict[str, str]:
     return _pcie_link(handle)
 
 
+def nvml():
+    """The initialised NVML binding, or None without a driver (for modules reading more of NVML)."""
+    return _nvml_module()
+
+
+def nvml_handle(index: int | None):
+    """The NVML handle of CUDA device `index` (mapped by UUID / PCI bus id), or None."""
+    if index is None or _nvml_module() is None:
+        return None
+    return _device_handle(index, _torch_props(index))[0]
+
+
 def idle_state(index: int) -> tuple[float | None, float | None]:
     """(GPU utilization %, temperature C) now, for an idle gate; (None, None) without NVML."""
-    nv = _nvml_module()
-    handle = _device_handle(index, _torch_props(index))[0] if nv is not None else None
+    nv, handle = _nvml_module(), nvml_handle(index)
     if handle is None:
         return None, None
     util = _get("nvmlDeviceGetUtilizationRates", handle)

@@ -91,10 +91,22 @@ class L2Flush:
         self.buffer.zero_()
 
 
-def _spin_cycles(seconds: float) -> int:
-    # torch.cuda._sleep spins for a number of SM clock cycles; 2 GHz is above
-    # every boost clock, so the hold lasts at least `seconds`.
-    return int(seconds * 2.0e9)
+# torch.cuda._sleep (private, but in every torch this project supports) spins for a
+# number of SM clock cycles; checked at run time, never by version.
+CAN_HOLD = hasattr(torch.cuda, "_sleep")
+CUDA_TIMER = "cuda_events+hold" if CAN_HOLD else "cuda_events"  # the `timer` column of CUDA-timed rows
+
+
+def hold_stream(seconds: float) -> bool:
+    """Queue a spin kernel of at least `seconds` on the current stream; False where torch lacks it.
+
+    Work queued behind it starts only when the host has queued everything, so the
+    launch cost stays out of the timed window (nvbandwidth's blocking kernel).
+    2 GHz is above every boost clock, so the hold lasts at least `seconds`.
+    """
+    if CAN_HOLD:
+        torch.cuda._sleep(int(seconds * 2.0e9))
+    return CAN_HOLD
 
 
 def time_cuda(
@@ -111,10 +123,9 @@ def time_cuda(
     0.5 us resolution (METHOD.md section 5).
     """
     stream = torch.cuda.current_stream()
-    hold = hasattr(torch.cuda, "_sleep")
     fn()  # the first call compiles and autotunes
     torch.cuda.synchronize()
-    per_call_s = _device_time(fn, stream, hold, calls=3) / 3
+    per_call_s = _device_time(fn, stream, calls=3) / 3
     calls = max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(MIN_SAMPLE_S / max(per_call_s, 1e-9))))
     warm_end = time.perf_counter() + budget.warmup_s
     while time.perf_counter() < warm_end:
@@ -129,9 +140,8 @@ def time_cuda(
             (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             for _ in range(chunk)
         ]
-        if hold:
-            # Enqueueing costs tens of microseconds per launch on the host.
-            torch.cuda._sleep(_spin_cycles(chunk * (calls * 30e-6 + 60e-6) + 1e-3))
+        # Enqueueing costs tens of microseconds per launch on the host.
+        hold = hold_stream(chunk * (calls * 30e-6 + 60e-6) + 1e-3)
         for start, end in events:
             if flush is not None:
                 flush()
@@ -141,14 +151,13 @@ def time_cuda(
             end.record(stream)
         torch.cuda.synchronize()
         samples.extend(start.elapsed_time(end) / 1e3 / calls for start, end in events)
-    return Timing(samples, "cuda_events+hold" if hold else "cuda_events", calls)
+    return Timing(samples, CUDA_TIMER, calls)
 
 
-def _device_time(fn: Callable[[], object], stream, hold: bool, calls: int) -> float:
+def _device_time(fn: Callable[[], object], stream, calls: int) -> float:
     """Seconds the device spends on `calls` back-to-back calls (for sizing the samples)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    if hold:
-        torch.cuda._sleep(_spin_cycles(calls * 30e-6 + 1e-3))
+    hold_stream(calls * 30e-6 + 1e-3)
     start.record(stream)
     for _ in range(calls):
         fn()

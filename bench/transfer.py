@@ -142,13 +142,11 @@ def budget_for(case: Case, profile: str) -> timing.Budget:
 # ---------------------------------------------------------------- NVML handles, placement, links
 
 def _nv():
-    return telemetry._nvml_module()
+    return telemetry.nvml()
 
 
 def _handle(index: int | None):
-    if index is None or _nv() is None:
-        return None
-    return telemetry._device_handle(index, telemetry._torch_props(index))[0]
+    return telemetry.nvml_handle(index)
 
 
 _PLACEMENT: dict[int, topology.Placement] = {}
@@ -355,13 +353,11 @@ def time_pair(issue_a, stream_a, issue_b, stream_b, budget: timing.Budget) -> tu
     holds both streams while the samples are queued (as timing.time_cuda). Returns
     the per-sample times of a and of b, and the calls per sample.
     """
-    hold = hasattr(torch.cuda, "_sleep")
-
     def block(count: int, calls: int) -> list[tuple[float, float]]:
         events = [tuple(torch.cuda.Event(enable_timing=True) for _ in range(4)) for _ in range(count)]
-        if hold:
-            with torch.cuda.stream(stream_a):
-                torch.cuda._sleep(timing._spin_cycles(count * (calls * 100e-6 + 150e-6) + 1e-3))
+        with torch.cuda.stream(stream_a):
+            held = timing.hold_stream(count * (calls * 100e-6 + 150e-6) + 1e-3)
+        if held:
             go = torch.cuda.Event()
             go.record(stream_a)
             stream_b.wait_event(go)
@@ -630,7 +626,7 @@ def _measure_host_bidir(target: Target, case: Case, profile: str, tuned: dict):
     if problem:
         return ("wrong", problem)
     if case.memory == "pinned":
-        timer_fn, how, timer = time_pair, "two streams, a two-way event barrier per sample, spin-kernel hold", "cuda_events+hold"
+        timer_fn, how, timer = time_pair, "two streams, a two-way event barrier per sample, spin-kernel hold", timing.CUDA_TIMER
     else:
         timer_fn, how, timer = time_pair_threads, "two streams issued from two host threads, a barrier per sample", "cuda_events"
     (t_h2d, t_d2h, calls), window = observe(
@@ -759,7 +755,7 @@ def _p2p_bidir(target: Target, case: Case, profile: str, tuned: dict) -> dict:
         return measure.status_row(describe(case), target, *found)
     pair, extra = _pair_info(case, tuned)
     window = found["window"]
-    fields = bandwidth_fields(found["times"][(i, j)], found["calls"], "cuda_events+hold", n)
+    fields = bandwidth_fields(found["times"][(i, j)], found["calls"], timing.CUDA_TIMER, n)
     params = _p2p_params(target, case, pair, extra, window,
                          "two streams (one per source), a two-way event barrier per sample, spin-kernel hold")
     params["overlap"] = found["overlap"]

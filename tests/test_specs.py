@@ -552,3 +552,16 @@ def test_specs_broken_file_exits_2_with_the_message(tmp_path, capsys):
     assert specs_cli("--specs", str(path)) == 2
     err = capsys.readouterr().err
     assert f"{path}: entry 'X', field 'fp8_dense'" in err
+
+
+def test_columns_for_keeps_a_link_normalized_row_and_fills_a_spec_one():
+    db = specs.load()
+    h100 = db.match("NVIDIA H100 80GB HBM3")
+    transfer_row = {"family": "transfer", "benchmark": "h2d", "dtype": "", "unit": "GB/s", "status": "ok",
+                    "value": "55.0", "spec_value": 63.0, "pct_of_spec": 87.3, "spec_entry": ""}
+    assert specs.columns_for(transfer_row, h100) == {"spec_entry": "H100 SXM5 80GB"}  # link figures stay
+    assert specs.columns_for(dict(transfer_row, spec_entry="H100 SXM5 80GB"), h100) == {}
+    memory_row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "unit": "GB/s", "status": "ok",
+                  "value": "3015.0"}
+    cols = specs.columns_for(memory_row, h100)
+    assert cols["spec_value"] == 3350 and cols["pct_of_spec"] == pytest.approx(90.0)

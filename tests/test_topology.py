@@ -339,3 +339,18 @@ def test_read_gpu_pcie_fields_from_the_h100_fixture(monkeypatch):
         "NVIDIA H100 80GB HBM3", "00000000:19:00.0", 1, 16)
     assert (g.pcie_gen_max, g.pcie_gen_max_system, g.pcie_width_max, g.pcie_replay_count) == (5, 5, 16, 0)
     assert g.nvlinks == [] and g.numa_node is None  # the identity fixture has no topology calls
+
+
+@pytest.mark.parametrize("machine, expected", [
+    ("hgx_h100_8", (18, True)),      # NVSwitch board: NVLS may be in use
+    ("h100_nvl_pair", (12, False)),  # a bridge between two cards: no switch
+    ("pcie_4_two_sockets", (0, False)),  # no NVLink at all
+])
+def test_collective_reads_nvlinks_through_topology(monkeypatch, machine, expected):
+    from bench import collective, telemetry
+
+    nv = machine_nvml(machine)
+    handle = nv.nvmlDeviceGetHandleByIndex(0)
+    monkeypatch.setattr(telemetry, "nvml", lambda: nv)
+    monkeypatch.setattr(telemetry, "nvml_handle", lambda index: handle)
+    assert collective.nvlink_state(0) == expected

@@ -14,7 +14,7 @@ import types
 import pytest
 import torch
 
-from bench import specs, transfer
+from bench import specs, timing, transfer
 from bench.devices import Target
 from bench.results import ResultsWriter, read_results
 from test_telemetry import H100_IDENTITY
@@ -68,6 +68,7 @@ def sim(monkeypatch):
     st.empty = lambda *a, pin_memory=False, **k: torch.empty(*a, **k)
     st.zeros = lambda *a, pin_memory=False, **k: torch.zeros(*a, **k)
     monkeypatch.setattr(transfer, "torch", st)
+    monkeypatch.setattr(timing, "hold_stream", lambda seconds: True)  # the simulated spin kernel
     monkeypatch.setattr(transfer, "_PLACEMENT", {})
     monkeypatch.setattr(transfer, "_WARNED", set())
     return st
