@@ -52,8 +52,6 @@ GPU_SIZES = {"quick": (8, MIB, 32 * MIB, 256 * MIB, GIB, 4 * GIB), "full": tuple
 # gloo moves host memory: small sizes keep the CPU profile of the whole tool fast.
 CPU_SIZES = {"quick": (KIB, 64 * KIB, MIB), "full": tuple(4**k * KIB for k in range(7))}  # 1 KiB .. 4 MiB
 KNEE_FRACTION = 0.8
-WARMUP_OPS = 5  # all_reduce_bench: 5 warm-up; nccl-tests: 1 (+1 untimed)
-MIN_OPS, MAX_OPS = 20, 100  # >= nccl-tests' and all_reduce_bench's 20 timed iterations
 MEASURE_S = {"quick": 0.2, "full": 0.4}  # device time of one size's timed operations
 CPU_MEASURE_S = 0.05
 MEMORY_SHARE = 0.5  # a size runs when its buffers fit in half the smallest free memory among the ranks
@@ -343,7 +341,8 @@ def _measured_row(target: Target, m: Measurement, rec: dict, g: Group, outcome: 
     row = measure.base_row(m, target)
     row.update(rec.get("telemetry", {}))
     row.update(measure.throughput_fields(result, m.work, m.scale))  # value = busbw = S * factor / median time
-    notes = [measure.spread_note(row), NVLS_NOTE if outcome.nvls and m.benchmark == "all_reduce" else ""]
+    notes = [measure.spread_note(row), NVLS_NOTE if outcome.nvls and m.benchmark == "all_reduce" else "",
+             *rec.get("notes", [])]
     row.update(status="ok", message="; ".join(n for n in notes if n))
     return row
 
@@ -557,8 +556,9 @@ def _step(ctx, comm: _Comm, device: torch.device, benchmark: str, dtype: str, ca
         return rec
     if benchmark == "all_reduce":
         inp.fill_(START_VALUE)
-    samples, timer, ops, tele = _time_ops(ctx, comm, device, op, measure_s)
-    rec.update(status="ok", samples_s=samples, timer=timer, ops=ops, warmup_ops=WARMUP_OPS, telemetry=tele)
+    result, tele = _time_ops(ctx, comm, device, op, measure_s)
+    rec.update(status="ok", samples_s=result.samples_s, timer=result.method, ops=len(result.samples_s),
+               warmup_ops=timing.WARMUP_OPS, telemetry=tele, notes=result.notes)
     del inp, out, op
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -571,43 +571,15 @@ def _sync(device: torch.device) -> None:
 
 
 def _time_ops(ctx, comm: _Comm, device: torch.device, op, measure_s: float):
-    """Per-operation times (the slowest rank's), the timer, the count, and telemetry of the window."""
-    comm.barrier()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(WARMUP_OPS):
-        op()
-    _sync(device)
-    # The slowest rank's warm-up sizes the batch: every rank must run the same number of operations.
-    per_op = comm.reduce([(time.perf_counter() - t0) / WARMUP_OPS], "max")[0]
-    ops = int(min(MAX_OPS, max(MIN_OPS, math.ceil(measure_s / max(per_op, 1e-7)))))
+    """Per-operation times (the slowest rank's), the timer, the count, notes, and telemetry of the window."""
     cuda = device.type == "cuda"
     sampler = telemetry.Sampler(device.index if cuda and ctx.result_path else None)
-    comm.barrier()
-    _sync(device)
-    with sampler:
-        if cuda:
-            events = [torch.cuda.Event(enable_timing=True) for _ in range(ops + 1)]
-            # The stream waits while the host queues every operation: launch cost stays out.
-            timing.hold_stream((ops + 1) * 40e-6 + 1e-3)
-            op()  # absorbs the ranks' different release times after the hold; not timed
-            events[0].record()
-            for i in range(ops):
-                op()
-                events[i + 1].record()
-            torch.cuda.synchronize(device)
-            samples = [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(ops)]
-            timer = timing.CUDA_TIMER
-        else:
-            samples = []
-            for _ in range(ops):
-                t0 = time.perf_counter()
-                op()
-                samples.append(time.perf_counter() - t0)
-            timer = "perf_counter"
+    clock = timing.sm_clock_hz({"sm_clock_max_mhz": telemetry.max_sm_clock_mhz(device.index)} if cuda else {},
+                               telemetry.torch_props(device.index) if cuda else None)
+    result = timing.time_ops(op, cuda, measure_s, lambda values: comm.reduce(values, "max"), comm.barrier, sampler,
+                             clock)
     tele = sampler.summary()
     tele.pop("compute_processes", None)  # the other ranks and the supervisor are not "other" work here
     if cuda and ctx.result_path:
         tele.update(telemetry.pcie_link(device.index))
-    # One operation ends when its slowest rank ends it.
-    return comm.reduce(samples, "max"), timer, ops, {k: v for k, v in tele.items() if v != ""}
+    return result, {k: v for k, v in tele.items() if v != ""}

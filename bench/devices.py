@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench import telemetry
+from bench import telemetry, timing
 
 
 class DeviceError(ValueError):
@@ -37,12 +37,22 @@ class Target:
     def l2_bytes(self) -> int:
         return int(self.identity.get("l2_cache_bytes") or 0)
 
+    @property
+    def sm_clock_hz(self) -> float:
+        """The card's maximum SM clock, which sizes the timers' spin kernel (NVML, else torch's property)."""
+        return timing.sm_clock_hz(self.identity, telemetry.torch_props(self.index) if self.is_cuda else None)
+
     def free_bytes(self) -> int:
         """Memory a benchmark may allocate now on this device."""
         if self.is_cuda:
             free, _total = torch.cuda.mem_get_info(self.device)
             return int(free)
         return _host_available_bytes()
+
+
+def host_memory_total_bytes() -> int | None:
+    """The host's MemTotal (bytes), or None where /proc/meminfo cannot tell."""
+    return telemetry.host_memory_total_bytes()
 
 
 def _host_available_bytes() -> int:

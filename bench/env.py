@@ -63,7 +63,7 @@ def snapshot(nv=None, cuda_indices: dict | None = None) -> dict:
     run = telemetry.run_identity()
     nodes = topology.host_numa_nodes()
     host = {k: run[k] for k in ("host", "cpu_model", "cpu_cores", "os", "python_version")}
-    host["memory_total_bytes"] = telemetry._mem_total_bytes()
+    host["memory_total_bytes"] = telemetry.host_memory_total_bytes()
     host["numa_nodes"] = [{"node": n, "cpus": topology.format_cpulist(c), "memory_bytes": topology.node_memory_bytes(n)}
                           for n, c in nodes.items()]
     host["process_cpus"] = topology.format_cpulist(topology.process_cpus())

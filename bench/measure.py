@@ -61,14 +61,14 @@ def run(m: Measurement, target: Target, budget: timing.Budget) -> dict[str, obje
     if problem:
         return status_row(m, target, "wrong", problem)
     with telemetry.Sampler(target.index) as sampler:
-        result = timing.time_fn(m.fn, target.device, budget, m.flush)
+        result = timing.time_fn(m.fn, target.device, budget, m.flush, target.sm_clock_hz)
     row = base_row(m, target)
     row.update(sampler.summary())
     if target.is_cuda:
         # Read the link right after the load: an idle link trains down to Gen1.
         row.update(telemetry.pcie_link(target.index))
     row.update(throughput_fields(result, m.work, m.scale))
-    notes = [spread_note(row)]
+    notes = [spread_note(row), *result.notes]
     others = str(row.get("compute_processes") or "0")
     if others.isdigit() and int(others) > 0:
         notes.append(f"disturbed: {others} other process(es) computing on the card during the measurement")

@@ -198,7 +198,7 @@ def run_identity() -> dict[str, str]:
 
 # ---------------------------------------------------------------- device identity
 
-def _torch_props(index: int):
+def torch_props(index: int):
     """torch's properties of CUDA device `index`, or None (CPU-only torch, no GPU, bad index)."""
     try:
         import torch
@@ -255,7 +255,7 @@ def device_identity(index: int | None, handle=None) -> dict[str, str]:
     lists every card the driver sees, also those CUDA does not; index None: no torch fields).
     """
     out = dict.fromkeys(DEVICE_KEYS, "")
-    props = _torch_props(index) if index is not None else None
+    props = torch_props(index) if index is not None else None
     if props is not None:  # NVML has no SM count or L2 size; the rest are fallbacks for NVML below
         out["device_name"] = _text(getattr(props, "name", None))
         out["pci_bus_id"] = _torch_bus_id(props)
@@ -340,10 +340,18 @@ def _pcie_link(handle) -> dict[str, str]:
 
 def pcie_link(index: int) -> dict[str, str]:
     """Current PCIe generation and width; read it under load, idle links train down to Gen1."""
-    handle = _device_handle(index, _torch_props(index))[0]
+    handle = _device_handle(index, torch_props(index))[0]
     if handle is None:
         return {"pcie_gen_current": "", "pcie_width_current": ""}
     return _pcie_link(handle)
+
+
+def max_sm_clock_mhz(index: int | None) -> int | None:
+    """The maximum SM clock NVML reports for CUDA device `index` (sizes the timers' spin kernel)."""
+    handle = nvml_handle(index)
+    if handle is None:
+        return None
+    return _get("nvmlDeviceGetMaxClockInfo", handle, _nvml_module().NVML_CLOCK_SM)
 
 
 def nvml():
@@ -355,7 +363,7 @@ def nvml_handle(index: int | None):
     """The NVML handle of CUDA device `index` (mapped by UUID / PCI bus id), or None."""
     if index is None or _nvml_module() is None:
         return None
-    return _device_handle(index, _torch_props(index))[0]
+    return _device_handle(index, torch_props(index))[0]
 
 
 def idle_state(index: int) -> tuple[float | None, float | None]:
@@ -386,7 +394,7 @@ def _last_level_cache_bytes(cache_dir: Path = Path("/sys/devices/system/cpu/cpu0
     return best[1] if best else None
 
 
-def _mem_total_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+def host_memory_total_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     try:
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemTotal:"):
@@ -402,7 +410,7 @@ def cpu_identity() -> dict[str, str]:
     out["device_name"] = _cpu_model()
     out["sm_count"] = _text(os.cpu_count())
     out["l2_cache_bytes"] = _text(_last_level_cache_bytes())  # last level (L3 on x86), not L2
-    out["memory_total_bytes"] = _text(_mem_total_bytes())
+    out["memory_total_bytes"] = _text(host_memory_total_bytes())
     return out
 
 
@@ -434,7 +442,7 @@ class Sampler:
         # A fresh list and event per window: a thread left over from a hung window cannot write into this one.
         self._rows, self._stop, self._procs = [], threading.Event(), []
         if self.index is not None and nvml_available():
-            self._handle = _device_handle(self.index, _torch_props(self.index))[0]
+            self._handle = _device_handle(self.index, torch_props(self.index))[0]
         if self._handle is not None:
             self._count_processes()
             self._sample(self._rows)  # the window's first instant, even if it ends before the first tick

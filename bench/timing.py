@@ -1,31 +1,75 @@
-"""Timing core: device-side timing on CUDA, perf_counter on the CPU, every sample kept.
+"""Timing core: every timer cardbench has, device-side on CUDA, perf_counter on the CPU, every sample kept.
 
-A measurement is a list of per-sample seconds. Statistics (median, p10, p90)
-are computed from those samples and nothing is rounded.
+A measurement is a list of per-call seconds. Statistics (median, p10, p90) are
+computed from those samples and nothing is rounded. Three device timers:
+
+- `time_cuda`: one stream (memory, matmul, one-way copies);
+- `time_pair`: two copies at once on two streams (both directions of a link);
+- `time_ops`: one rank of a multi-rank collective, each operation between two events.
+
+They share one method: the work is queued behind a spin kernel that holds the
+stream, so the device runs the samples back to back and the host's launch cost
+stays out of the timed window (nvbench's "blocking kernel",
+https://github.com/NVIDIA/nvbench/blob/main/docs/benchmarks.md). The rules that keep
+that honest, each proven on the virtual device in tests/test_timing_virtual.py:
+
+- warm-up is by count, sized from the measured per-call time, with a synchronize
+  between batches: launches are asynchronous, so a loop "until the warm-up time has
+  passed" queues work until CUDA's launch queue (about a thousand commands) is full;
+- a batch of samples queues at most QUEUE_SAFE commands and MAX_QUEUED_S of device
+  work, so the launch queue never fills behind a hold, and Ctrl-C or SIGTERM is
+  answered within one call (or MAX_QUEUED_S) of device time;
+- the hold is sized from the host's measured enqueue time and the card's real maximum
+  SM clock, and checked: if it ended before the host had queued the batch (an event
+  recorded right after it was already reached), the batch is measured again with a
+  longer hold and fewer samples, or the row is told it was launch-bound;
+- a flushed (cold-cache) measurement flushes before every call, outside the timed
+  window, so no timed call ever runs on a warm L2.
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
-# Spread (p90 - p10) beyond this fraction of the median is flagged next to the
-# number, as torch.utils.benchmark does for its IQR (STYLE.md, "Models").
+# Spread (p90 - p10) beyond this fraction of the median is flagged next to the number,
+# as torch.utils.benchmark flags a wide IQR.
 NOISY_SPREAD = 0.10
 
-# How many timed samples are queued behind one spin kernel. CUDA's launch
-# queue holds about a thousand entries; each sample is up to four (flush,
-# two events, the work), so a chunk this size never blocks the host.
-SAMPLES_PER_HOLD = 100
+# A sample shorter than this repeats the work (at most MAX_CALLS_PER_SAMPLE times): one
+# event pair resolves about 0.5 us (cudaEventElapsedTime), under 0.5% of this.
+MIN_SAMPLE_S = 100e-6
+MAX_CALLS_PER_SAMPLE = 128
 
-# A sample shorter than this repeats the work several times (at most
-# MAX_CALLS_PER_SAMPLE) so the event resolution stays far below the sample.
-MIN_SAMPLE_S = 50e-6
-MAX_CALLS_PER_SAMPLE = 64
+# CUDA's launch queue holds about a thousand pending commands; once it is full a launch
+# blocks the host until one retires. A batch queues at most half of that.
+QUEUE_SAFE = 512
+SAMPLES_PER_HOLD = 100
+# Device work queued ahead of the host at most: Ctrl-C and SIGTERM reach Python only when a
+# blocking synchronize returns, so they are answered within this (or one call, if longer).
+MAX_QUEUED_S = 0.05
+# A hold lasts at least this multiple of the host's measured enqueue time, plus HOLD_EXTRA_S.
+HOLD_MARGIN = 2.0
+HOLD_EXTRA_S = 1e-3
+HOLD_MAX_S = 2.0
+HOLD_RETRIES = 3
+# Commands an L2 flush (and the output refresh before it) queues, for the queue estimate.
+FLUSH_COMMANDS = 2
+# The spin kernel counts SM cycles. Without the card's maximum clock, assume a clock above
+# every GPU shipped so far, so the hold is never shorter than planned.
+FALLBACK_SM_CLOCK_HZ = 4.0e9
+
+# torch.cuda._sleep (private, but in every torch this project supports) spins for a number
+# of SM clock cycles; checked at run time, never by version.
+CAN_HOLD = hasattr(torch.cuda, "_sleep")
+CUDA_TIMER = "cuda_events+hold" if CAN_HOLD else "cuda_events"  # the `timer` column of CUDA-timed rows
+LAUNCH_BOUND = ("launch-bound: the host could not queue the samples ahead of the device (the spin-kernel hold "
+                "ended first), so launch overhead may be inside the timed window")
 
 
 @dataclass
@@ -33,6 +77,7 @@ class Timing:
     samples_s: list[float]  # one duration per timed sample, in seconds (per call)
     method: str  # how the samples were taken, stored on every row ("timer" column)
     calls_per_sample: int = 1  # calls of the work inside one timed sample
+    notes: list[str] = field(default_factory=list)  # what the row must say about how it was timed
 
     @property
     def median_s(self) -> float:
@@ -51,12 +96,41 @@ class Budget:
     min_samples: int = 10
     max_samples: int = 200
 
+    def samples(self, sample_s: float) -> int:
+        return int(min(self.max_samples, max(self.min_samples, self.measure_s / max(sample_s, 1e-9))))
+
 
 QUICK = Budget(warmup_s=0.03, measure_s=0.15, min_samples=7, max_samples=100)
 FULL = Budget(warmup_s=0.1, measure_s=0.5, min_samples=15, max_samples=400)
 SWEEP = Budget(warmup_s=0.02, measure_s=0.1, min_samples=10, max_samples=200)
 TUNE = Budget(warmup_s=0.01, measure_s=0.04, min_samples=5, max_samples=30)
 
+
+def sm_clock_hz(identity: dict, props=None) -> float:
+    """The card's maximum SM clock: NVML's (in the identity), else torch's property, else FALLBACK_SM_CLOCK_HZ."""
+    try:
+        mhz = float(identity.get("sm_clock_max_mhz") or 0)
+    except ValueError:
+        mhz = 0.0
+    if mhz > 0:
+        return mhz * 1e6
+    khz = getattr(props, "clock_rate", 0) or 0  # cudaDeviceProp.clockRate, in kHz, where torch has it
+    return float(khz) * 1e3 if khz > 0 else FALLBACK_SM_CLOCK_HZ
+
+
+def hold_stream(seconds: float, clock_hz: float = FALLBACK_SM_CLOCK_HZ) -> bool:
+    """Queue a spin kernel of at least `seconds` on the current stream; False where torch lacks it."""
+    if CAN_HOLD:
+        torch.cuda._sleep(int(min(seconds, HOLD_MAX_S) * clock_hz))
+    return CAN_HOLD
+
+
+def _held(released, held: bool) -> bool:
+    """True when the hold was still running once the host had queued everything behind it."""
+    return held and not released.query()
+
+
+# ---------------------------------------------------------------- the host
 
 def time_cpu(fn: Callable[[], object], budget: Budget) -> Timing:
     """Time synchronous host work with perf_counter; warm-up by time, then sample."""
@@ -66,9 +140,7 @@ def time_cpu(fn: Callable[[], object], budget: Budget) -> Timing:
         fn()
     samples: list[float] = []
     end = time.perf_counter() + budget.measure_s
-    while len(samples) < budget.max_samples and (
-        len(samples) < budget.min_samples or time.perf_counter() < end
-    ):
+    while len(samples) < budget.max_samples and (len(samples) < budget.min_samples or time.perf_counter() < end):
         t0 = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t0)
@@ -76,11 +148,11 @@ def time_cpu(fn: Callable[[], object], budget: Budget) -> Timing:
 
 
 class L2Flush:
-    """Evicts the device's L2 between samples by writing a buffer larger than it.
+    """Evicts the device's L2 by writing a buffer larger than it.
 
-    Cold-cache measurements (matmul) flush before every sample, as nvbench and
-    triton.testing.do_bench do; 256 MiB covers every L2 shipped today
-    (METHOD.md section 5), twice the reported L2 covers future ones.
+    Cold-cache measurements (matmul) flush before every timed call, as nvbench and
+    triton.testing.do_bench do: 256 MiB covers every L2 shipped today, twice the
+    reported L2 covers future ones.
     """
 
     def __init__(self, device: torch.device, l2_bytes: int = 0):
@@ -91,89 +163,305 @@ class L2Flush:
         self.buffer.zero_()
 
 
-# torch.cuda._sleep (private, but in every torch this project supports) spins for a
-# number of SM clock cycles; checked at run time, never by version.
-CAN_HOLD = hasattr(torch.cuda, "_sleep")
-CUDA_TIMER = "cuda_events+hold" if CAN_HOLD else "cuda_events"  # the `timer` column of CUDA-timed rows
+# ---------------------------------------------------------------- one stream
+
+@dataclass
+class _Probe:
+    per_call_s: float  # device seconds of one call
+    host_call_s: float  # host seconds to enqueue one call
+    host_flush_s: float  # host seconds to enqueue one flush
 
 
-def hold_stream(seconds: float) -> bool:
-    """Queue a spin kernel of at least `seconds` on the current stream; False where torch lacks it.
-
-    Work queued behind it starts only when the host has queued everything, so the
-    launch cost stays out of the timed window (nvbandwidth's blocking kernel).
-    2 GHz is above every boost clock, so the hold lasts at least `seconds`.
-    """
-    if CAN_HOLD:
-        torch.cuda._sleep(int(seconds * 2.0e9))
-    return CAN_HOLD
-
-
-def time_cuda(
-    fn: Callable[[], object],
-    budget: Budget,
-    flush: Callable[[], None] | None = None,
-) -> Timing:
-    """Time device work with one CUDA event pair per sample.
-
-    Launch overhead stays out of the window: a spin kernel holds the stream
-    while the events and the work are queued behind it, so the GPU runs the
-    samples back to back (nvbandwidth's blocking-kernel method). Work shorter
-    than MIN_SAMPLE_S runs several times per sample: one event pair has about
-    0.5 us resolution (METHOD.md section 5).
-    """
-    stream = torch.cuda.current_stream()
-    fn()  # the first call compiles and autotunes
+def _probe(fn, flush, stream, clock_hz: float) -> _Probe:
+    """The first call (compile, autotune, allocate), then a few calls timed on the device behind a hold."""
+    fn()
     torch.cuda.synchronize()
-    per_call_s = _device_time(fn, stream, calls=3) / 3
-    calls = max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(MIN_SAMPLE_S / max(per_call_s, 1e-9))))
-    warm_end = time.perf_counter() + budget.warmup_s
-    while time.perf_counter() < warm_end:
-        fn()
+    t0 = time.perf_counter()
+    fn()
     torch.cuda.synchronize()
+    first_s = time.perf_counter() - t0  # compiled now: an upper bound of one call's device time
+    calls = max(1, min(3, int(MAX_QUEUED_S / max(first_s, 1e-9))))
+    hold_s = 30e-6 * calls + HOLD_EXTRA_S
+    for _ in range(HOLD_RETRIES):
+        start, end, released = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True),
+                                torch.cuda.Event())
+        held = hold_stream(hold_s, clock_hz)
+        released.record(stream)
+        t0 = time.perf_counter()
+        start.record(stream)
+        for _ in range(calls):
+            fn()
+        end.record(stream)
+        host_call_s = (time.perf_counter() - t0) / calls
+        in_time = _held(released, held)
+        host_flush_s = 0.0
+        if flush is not None:
+            t0 = time.perf_counter()
+            flush()
+            host_flush_s = time.perf_counter() - t0
+        torch.cuda.synchronize()
+        if in_time or not held:
+            break
+        hold_s = HOLD_MARGIN * 2 * host_call_s * calls + HOLD_EXTRA_S
+    return _Probe(start.elapsed_time(end) / 1e3 / calls, host_call_s, host_flush_s)
 
-    n = int(min(budget.max_samples, max(budget.min_samples, budget.measure_s / (per_call_s * calls))))
-    samples: list[float] = []
-    while len(samples) < n:
-        chunk = min(SAMPLES_PER_HOLD, n - len(samples))
-        events = [
-            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            for _ in range(chunk)
-        ]
-        # Enqueueing costs tens of microseconds per launch on the host.
-        hold = hold_stream(chunk * (calls * 30e-6 + 60e-6) + 1e-3)
-        for start, end in events:
-            if flush is not None:
-                flush()
+
+def _warm_up(fn, per_call_s: float, warmup_s: float, sync: Callable[[], None] | None = None) -> None:
+    """About `warmup_s` of device time, by count, synchronizing every MAX_QUEUED_S (or every call)."""
+    sync = sync or torch.cuda.synchronize
+    count = max(1, math.ceil(warmup_s / max(per_call_s, 1e-9)))
+    batch = max(1, int(max(MAX_QUEUED_S, per_call_s) / max(per_call_s, 1e-9)))
+    host_end = time.perf_counter() + 2 * warmup_s  # launch-bound work: the host's time is bounded too
+    done = 0
+    while done < count and time.perf_counter() <= host_end:
+        for _ in range(min(batch, count - done)):
+            fn()
+            done += 1
+            if time.perf_counter() > host_end:
+                break
+        sync()
+
+
+def _batch(fn, flush, stream, samples: int, calls: int, hold_s: float, clock_hz: float) -> tuple[list[float], bool]:
+    """Queue `samples` samples behind one hold; returns seconds per call of each, and whether the hold held."""
+    pairs = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(calls if flush is not None else 1)] for _ in range(samples)]
+    released = torch.cuda.Event()
+    held = hold_stream(hold_s, clock_hz)
+    released.record(stream)
+    for sample in pairs:
+        if flush is None:
+            start, end = sample[0]
             start.record(stream)
             for _ in range(calls):
                 fn()
             end.record(stream)
-        torch.cuda.synchronize()
-        samples.extend(start.elapsed_time(end) / 1e3 / calls for start, end in events)
-    return Timing(samples, CUDA_TIMER, calls)
-
-
-def _device_time(fn: Callable[[], object], stream, calls: int) -> float:
-    """Seconds the device spends on `calls` back-to-back calls (for sizing the samples)."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    hold_stream(calls * 30e-6 + 1e-3)
-    start.record(stream)
-    for _ in range(calls):
-        fn()
-    end.record(stream)
+            continue
+        for start, end in sample:  # a flush before every call, outside its event pair
+            flush()
+            start.record(stream)
+            fn()
+            end.record(stream)
+    in_time = _held(released, held)
     torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1e3
+    return [sum(s.elapsed_time(e) for s, e in sample) / 1e3 / calls for sample in pairs], in_time
 
 
-def time_fn(
-    fn: Callable[[], object],
-    device: torch.device,
-    budget: Budget,
-    flush: Callable[[], None] | None = None,
-) -> Timing:
+def time_cuda(fn: Callable[[], object], budget: Budget, flush: Callable[[], None] | None = None,
+              clock_hz: float = FALLBACK_SM_CLOCK_HZ) -> Timing:
+    """Time device work on the current stream: CUDA events per sample, queued behind a spin-kernel hold.
+
+    Work shorter than MIN_SAMPLE_S runs several times per sample. With `flush` (cold
+    L2) every call is preceded by a flush outside its event pair, and a sample is the
+    mean of its calls' event pairs.
+    """
+    stream = torch.cuda.current_stream()
+    probe = _probe(fn, flush, stream, clock_hz)
+    per_call = max(probe.per_call_s, 1e-9)
+    calls = max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(MIN_SAMPLE_S / per_call)))
+    _warm_up(fn, per_call, budget.warmup_s)
+    sample_s = per_call * calls
+    n = budget.samples(sample_s)
+    commands = calls + 2 if flush is None else calls * (3 + FLUSH_COMMANDS)
+    host_sample_s = calls * (probe.host_call_s + (probe.host_flush_s if flush is not None else 0.0))
+    chunk = max(1, min(SAMPLES_PER_HOLD, QUEUE_SAFE // commands, int(MAX_QUEUED_S / sample_s)))
+    margin, samples, notes = HOLD_MARGIN, [], []
+    retries = 0
+    while len(samples) < n:
+        k = min(chunk, n - len(samples))
+        got, held = _batch(fn, flush, stream, k, calls, margin * k * host_sample_s + HOLD_EXTRA_S, clock_hz)
+        if not held and CAN_HOLD and retries < HOLD_RETRIES:
+            retries += 1  # measure this batch again: longer hold, fewer samples behind it
+            chunk, margin = max(1, chunk // 2), margin * 2
+            continue
+        if not held and CAN_HOLD and LAUNCH_BOUND not in notes:
+            notes.append(LAUNCH_BOUND)
+        samples += got
+    return Timing(samples, CUDA_TIMER, calls, notes)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, budget: Budget,
+            flush: Callable[[], None] | None = None, clock_hz: float = FALLBACK_SM_CLOCK_HZ) -> Timing:
     """Time `fn` on its device: CUDA events on a GPU, perf_counter on the CPU."""
     if device.type == "cuda":
         with torch.cuda.device(device):
-            return time_cuda(fn, budget, flush)
+            return time_cuda(fn, budget, flush, clock_hz)
     return time_cpu(fn, budget)
+
+
+# ---------------------------------------------------------------- two streams at once
+
+@dataclass
+class PairTiming:
+    a_s: list[float]  # seconds per call of the copy on stream a, one per sample
+    b_s: list[float]
+    calls_per_sample: int
+    notes: list[str] = field(default_factory=list)
+
+
+# Commands of one sample of time_pair: the two-way barrier (2 records, 2 waits), 4 timing
+# events, and per call two copies of up to three commands (torch adds an event barrier
+# to a copy between devices).
+PAIR_SAMPLE_COMMANDS, PAIR_CALL_COMMANDS = 8, 6
+
+
+def time_pair(issue_a, stream_a, issue_b, stream_b, budget: Budget,
+              clock_hz: float = FALLBACK_SM_CLOCK_HZ) -> PairTiming:
+    """Seconds per call of two copies run at once, one per stream, CUDA events on each.
+
+    A two-way event barrier starts both copies of a sample together; a spin kernel on
+    stream a, which stream b waits for, holds both while the samples are queued.
+    """
+    def block(count: int, calls: int, hold_s: float) -> tuple[list[tuple[float, float]], bool, float]:
+        events = [tuple(torch.cuda.Event(enable_timing=True) for _ in range(4)) for _ in range(count)]
+        go = torch.cuda.Event()
+        with torch.cuda.stream(stream_a):
+            held = hold_stream(hold_s, clock_hz)
+        go.record(stream_a)
+        stream_b.wait_event(go)
+        t0 = time.perf_counter()
+        for start_a, end_a, start_b, end_b in events:
+            ready_a, ready_b = torch.cuda.Event(), torch.cuda.Event()
+            ready_a.record(stream_a)
+            stream_b.wait_event(ready_a)
+            ready_b.record(stream_b)
+            stream_a.wait_event(ready_b)
+            start_a.record(stream_a)
+            start_b.record(stream_b)
+            for _ in range(calls):
+                issue_a()
+                issue_b()
+            end_a.record(stream_a)
+            end_b.record(stream_b)
+        host_s = time.perf_counter() - t0
+        in_time = _held(go, held)
+        stream_a.synchronize()
+        stream_b.synchronize()
+        times = [(sa.elapsed_time(ea) / 1e3 / calls, sb.elapsed_time(eb) / 1e3 / calls)
+                 for sa, ea, sb, eb in events]
+        return times, in_time, host_s / count
+
+    block(1, 1, HOLD_EXTRA_S)  # first use: lazy peer access, the allocator
+    probe, _, host_sample_s = block(3, 1, 3 * 100e-6 + HOLD_EXTRA_S)
+    per_call = max(max(max(t) for t in probe), 1e-9)
+    calls = max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(MIN_SAMPLE_S / per_call)))
+    _warm_up(lambda: (issue_a(), issue_b()), per_call, budget.warmup_s,
+             lambda: (stream_a.synchronize(), stream_b.synchronize()))
+    n = budget.samples(per_call * calls)
+    commands = PAIR_SAMPLE_COMMANDS + PAIR_CALL_COMMANDS * calls
+    chunk = max(1, min(SAMPLES_PER_HOLD, QUEUE_SAFE // commands, int(MAX_QUEUED_S / (per_call * calls))))
+    host_sample_s *= calls
+    margin, retries, samples, notes = HOLD_MARGIN, 0, [], []
+    while len(samples) < n:
+        k = min(chunk, n - len(samples))
+        got, held, host_s = block(k, calls, margin * k * host_sample_s + HOLD_EXTRA_S)
+        host_sample_s = max(host_sample_s, host_s)
+        if not held and CAN_HOLD and retries < HOLD_RETRIES:
+            retries, chunk, margin = retries + 1, max(1, chunk // 2), margin * 2
+            continue
+        if not held and CAN_HOLD and LAUNCH_BOUND not in notes:
+            notes.append(LAUNCH_BOUND)
+        samples += got
+    return PairTiming([a for a, _ in samples], [b for _, b in samples], calls, notes)
+
+
+def time_pair_threads(issue_a, stream_a, issue_b, stream_b, budget: Budget) -> PairTiming:
+    """Two copies at once from two host threads (pageable copies block the thread that issues them).
+
+    A pageable cudaMemcpyAsync returns only once its data is staged (H2D) or has
+    arrived (D2H), so one thread cannot have both directions in flight. Each thread
+    times its own copy with events on its own stream; a host barrier starts each
+    sample of both together.
+    """
+    errors: list[BaseException] = []
+    results: list[list[float]] = [[], []]
+
+    def run(k: int, issue, stream, count: int, barrier: threading.Barrier) -> None:
+        try:
+            with torch.cuda.device(stream.device), torch.cuda.stream(stream):
+                for _ in range(count):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    barrier.wait()
+                    start.record(stream)
+                    issue()
+                    end.record(stream)
+                    stream.synchronize()
+                    results[k].append(start.elapsed_time(end) / 1e3)
+        except BaseException as e:  # re-raised in the caller; free the other thread
+            errors.append(e)
+            barrier.abort()
+
+    def rounds(count: int) -> None:
+        results[0], results[1] = [], []
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=run, args=(k, issue, stream, count, barrier), name=f"cardbench-copy-{k}")
+                   for k, (issue, stream) in enumerate(((issue_a, stream_a), (issue_b, stream_b)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    rounds(2)  # first use and a first estimate
+    per_sample = max(max(results[0]), max(results[1]))
+    warm = max(1, int(budget.warmup_s / per_sample))
+    rounds(warm)
+    rounds(int(min(budget.max_samples, max(budget.min_samples, budget.measure_s / per_sample))))
+    return PairTiming(list(results[0]), list(results[1]), 1)
+
+
+# ---------------------------------------------------------------- one rank of a collective
+
+# Operations of one collective's timed batch, as nccl-tests and all_reduce_bench time them.
+WARMUP_OPS, MIN_OPS, MAX_OPS = 5, 20, 100
+OP_ENQUEUE_S = 40e-6  # host time to enqueue one NCCL operation and its event, for the hold
+
+
+def time_ops(op: Callable[[], object], cuda: bool, measure_s: float, slowest: Callable[[list[float]], list[float]],
+             barrier: Callable[[], None], window, clock_hz: float = FALLBACK_SM_CLOCK_HZ) -> Timing:
+    """Per-operation seconds of one rank's collective, the same count on every rank.
+
+    `slowest(values)` returns each value's maximum over the ranks (an all-reduce with
+    MAX), `barrier()` lines the ranks up, `window` is a context manager around the
+    timed operations (the telemetry sampler). Warm-up by count; the slowest rank's
+    warm-up sizes the batch, so every rank runs the same number of operations; each
+    sample is the slowest rank's time of that operation.
+    """
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    barrier()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(WARMUP_OPS):
+        op()
+    sync()
+    per_op = slowest([(time.perf_counter() - t0) / WARMUP_OPS])[0]
+    ops = int(min(MAX_OPS, max(MIN_OPS, math.ceil(measure_s / max(per_op, 1e-7)))))
+    barrier()
+    sync()
+    notes: list[str] = []
+    with window:
+        if cuda:
+            events = [torch.cuda.Event(enable_timing=True) for _ in range(ops + 1)]
+            released = torch.cuda.Event()
+            # The stream waits while the host queues every operation: launch cost stays out.
+            held = hold_stream(HOLD_MARGIN * (ops + 1) * OP_ENQUEUE_S + HOLD_EXTRA_S, clock_hz)
+            released.record()
+            op()  # absorbs the ranks' different release times after the hold; not timed
+            events[0].record()
+            for i in range(ops):
+                op()
+                events[i + 1].record()
+            if not _held(released, held) and CAN_HOLD:
+                notes.append(LAUNCH_BOUND)  # no retry: every rank must run the same operations
+            torch.cuda.synchronize()
+            samples = [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(ops)]
+            method = CUDA_TIMER
+        else:
+            samples = []
+            for _ in range(ops):
+                t0 = time.perf_counter()
+                op()
+                samples.append(time.perf_counter() - t0)
+            method = "perf_counter"
+    return Timing(slowest(samples), method, 1, notes)

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from bench import measure, specs, telemetry, timing, topology
-from bench.devices import Target
+from bench.devices import Target, host_memory_total_bytes
 from bench.measure import Measurement
 from bench.memory import human_bytes
 from bench.results import format_samples
@@ -56,6 +54,8 @@ class Case:
     device: int | None  # the target's CUDA index (None in CPU mode)
     peer: int | None = None  # the other GPU of a peer copy; None for host copies or when there is none
     buffer_bytes: int = 0  # the largest copy of this kind in the plan: buffers are allocated once at this size
+    planned: int = 0  # the size the plan asked for, when memory made this copy smaller (0: not reduced)
+    reduced: str = ""  # why it was reduced
 
     @property
     def is_p2p(self) -> bool:
@@ -63,11 +63,17 @@ class Case:
 
     @property
     def case(self) -> str:
+        size = human_bytes(self.planned or self.nbytes)  # the plan's name, so runs stay comparable
         if not self.is_p2p:
-            return f"{self.memory}-{human_bytes(self.nbytes)}"
+            return f"{self.memory}-{size}"
         if self.peer is None:
             return "no-peer"
-        return f"cuda:{self.device}->cuda:{self.peer}-{human_bytes(self.nbytes)}"
+        return f"cuda:{self.device}->cuda:{self.peer}-{size}"
+
+    def reduced_note(self) -> str:
+        if not self.planned:
+            return ""
+        return f"measured at {human_bytes(self.nbytes)}, not {human_bytes(self.planned)}: {self.reduced}"
 
     @property
     def id(self) -> str:
@@ -80,30 +86,51 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def size_cap(target: Target) -> int:
-    """Largest copy the buffers allow: device and host each hold about four copies' worth."""
+BUFFER_SHARE = 8  # the buffers of one copy size take at most 1/8 of the device's free and the host's total memory
+
+
+def size_cap(target: Target) -> tuple[int, str]:
+    """Largest copy the buffers allow, and what limits it.
+
+    The host side is sized from MemTotal, not MemAvailable: on VMs whose memory grows as it
+    is used MemAvailable starts far too low. A real pinned allocation decides at run time
+    (_host_buffers), and a copy made smaller there says so on its row.
+    """
     if not target.is_cuda:
-        return GIB
-    from bench.devices import _host_available_bytes
+        return GIB, ""
+    device_room = target.free_bytes() // BUFFER_SHARE
+    host_total = host_memory_total_bytes()
+    host_room = host_total // BUFFER_SHARE if host_total else device_room
+    room = min(device_room, host_room)
+    cap = 2 ** int(math.log2(max(room, MIB)))
+    if host_room <= device_room:
+        return cap, f"host memory (MemTotal {human_bytes_round(host_total)}) allows {human_bytes(cap)} per copy"
+    return cap, f"free device memory allows {human_bytes(cap)} per copy"
 
-    room = min(target.free_bytes(), _host_available_bytes()) // 8
-    return 2 ** int(math.log2(max(room, MIB)))
+
+def human_bytes_round(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
 
 
-def plan_sizes(profile: str, cap: int, p2p: bool = False) -> list[int]:
+def plan_sizes(profile: str, cap: int, p2p: bool = False) -> tuple[list[int], list[int]]:
+    """(sizes measured, sizes above the cap): those are rows skipped with the reason, never dropped."""
     sizes = FULL_SIZES if profile == "full" else (P2P_QUICK_SIZES if p2p else QUICK_SIZES)
-    return [n for n in sizes if n <= cap] or [min(cap, sizes[0])]
+    fit = [n for n in sizes if n <= cap] or [min(cap, sizes[0])]
+    return fit, [n for n in sizes if n > cap and n not in fit]
 
 
 def cases(target: Target, profile: str) -> list[Case]:
-    cap = size_cap(target)
-    sizes = plan_sizes(profile, cap)
+    cap, why = size_cap(target)
+    sizes, too_big = plan_sizes(profile, cap)
     out = [Case(b, kind, n, target.index, None, max(sizes))
            for kind in HOST_KINDS for n in sizes for b in HOST_BENCHMARKS]
+    out += [Case(b, kind, n, target.index, None, 0, reduced=why)
+            for kind in HOST_KINDS for n in too_big for b in HOST_BENCHMARKS]
     peers = [i for i in range(visible_gpus()) if i != target.index] if target.is_cuda else []
-    p2p_sizes = plan_sizes(profile, cap, p2p=True)
+    p2p_sizes, p2p_too_big = plan_sizes(profile, cap, p2p=True)
     for peer in peers:
         out += [Case(b, "device", n, target.index, peer, max(p2p_sizes)) for n in p2p_sizes for b in P2P_BENCHMARKS]
+        out += [Case(b, "device", n, target.index, peer, 0, reduced=why) for n in p2p_too_big for b in P2P_BENCHMARKS]
         out.append(Case("p2p_latency", "device", LATENCY_BYTES, target.index, peer, LATENCY_BYTES))
     if not peers:  # one row each, skipped with the reason
         out += [Case(b, "device", p2p_sizes[-1], target.index) for b in P2P_BENCHMARKS]
@@ -118,6 +145,8 @@ def skip_reason(target: Target, case: Case) -> str | None:
         return CPU_REASON
     if case.is_p2p and case.peer is None:
         return f"one GPU visible ({target.device}): peer-to-peer copies need two"
+    if case.buffer_bytes == 0 and case.reduced:
+        return f"{human_bytes(case.nbytes)} copies not measured: {case.reduced} (buffers take {BUFFER_SHARE}x a copy)"
     return None
 
 
@@ -254,6 +283,8 @@ def _random_bytes(n: int, device, pin: bool = False) -> torch.Tensor:
 @dataclass
 class _HostBuffers:
     key: tuple
+    nbytes: int  # what the allocation gave (less than planned when the pinned allocation failed)
+    reduced: str  # why it is less
     host_src: torch.Tensor  # H2D source, random
     host_dst: torch.Tensor  # D2H destination
     dev_src: torch.Tensor  # D2H source, random
@@ -284,10 +315,19 @@ def _host_buffers(target: Target, case: Case, tuned: dict) -> _HostBuffers:
     n, dev, pin = max(case.buffer_bytes, case.nbytes), target.device, case.memory == "pinned"
 
     def make():
-        host_src = _random_bytes(n, "cpu", pin)
-        host_dst = torch.zeros(n, dtype=torch.uint8, pin_memory=pin)
-        return _HostBuffers((str(dev), case.memory, n), host_src, host_dst, _random_bytes(n, dev),
-                            torch.zeros(n, dtype=torch.uint8, device=dev), host_src.to(dev))
+        size, why = n, ""
+        while True:  # a real allocation decides: page-locked memory can fail long before MemTotal
+            try:
+                host_src = _random_bytes(size, "cpu", pin)
+                host_dst = torch.zeros(size, dtype=torch.uint8, pin_memory=pin)
+                break
+            except RuntimeError as e:
+                if size // 2 < MIB:
+                    raise
+                why = why or f"the {case.memory} host allocation of 2 x {human_bytes(size)} failed: {measure.error_message(e)}"
+                size //= 2
+        return _HostBuffers((str(dev), case.memory, n), size, why, host_src, host_dst, _random_bytes(size, dev),
+                            torch.zeros(size, dtype=torch.uint8, device=dev), host_src.to(dev))
     return _buffers(tuned, (str(dev), case.memory, n), make)
 
 
@@ -342,105 +382,6 @@ def _on(stream, fn: Callable, other_side=None) -> Callable[[], None]:
             with torch.cuda.stream(other_side), torch.cuda.stream(stream):
                 fn()
     return issue
-
-
-# ---------------------------------------------------------------- timing two copies at once
-
-def time_pair(issue_a, stream_a, issue_b, stream_b, budget: timing.Budget) -> tuple[list[float], list[float], int]:
-    """Seconds per call of two copies run at once, one per stream, CUDA events on each.
-
-    A two-way event barrier starts both copies of a sample together; a spin kernel
-    holds both streams while the samples are queued (as timing.time_cuda). Returns
-    the per-sample times of a and of b, and the calls per sample.
-    """
-    def block(count: int, calls: int) -> list[tuple[float, float]]:
-        events = [tuple(torch.cuda.Event(enable_timing=True) for _ in range(4)) for _ in range(count)]
-        with torch.cuda.stream(stream_a):
-            held = timing.hold_stream(count * (calls * 100e-6 + 150e-6) + 1e-3)
-        if held:
-            go = torch.cuda.Event()
-            go.record(stream_a)
-            stream_b.wait_event(go)
-        for start_a, end_a, start_b, end_b in events:
-            ready_a, ready_b = torch.cuda.Event(), torch.cuda.Event()
-            ready_a.record(stream_a)
-            stream_b.wait_event(ready_a)
-            ready_b.record(stream_b)
-            stream_a.wait_event(ready_b)
-            start_a.record(stream_a)
-            start_b.record(stream_b)
-            for _ in range(calls):
-                issue_a()
-                issue_b()
-            end_a.record(stream_a)
-            end_b.record(stream_b)
-        stream_a.synchronize()
-        stream_b.synchronize()
-        return [(sa.elapsed_time(ea) / 1e3 / calls, sb.elapsed_time(eb) / 1e3 / calls)
-                for sa, ea, sb, eb in events]
-
-    block(1, 1)  # first use: lazy peer access, allocator
-    per_call = max(max(t) for t in block(3, 1))
-    calls = max(1, min(timing.MAX_CALLS_PER_SAMPLE, math.ceil(timing.MIN_SAMPLE_S / max(per_call, 1e-9))))
-    warm_end = time.perf_counter() + budget.warmup_s
-    while time.perf_counter() < warm_end:
-        issue_a()
-        issue_b()
-    stream_a.synchronize()
-    stream_b.synchronize()
-    n = int(min(budget.max_samples, max(budget.min_samples, budget.measure_s / (per_call * calls))))
-    # Each sample queues about 10 + 6 x calls entries; CUDA's queue holds about a thousand.
-    chunk = max(1, min(timing.SAMPLES_PER_HOLD, 600 // (10 + 6 * calls)))
-    samples: list[tuple[float, float]] = []
-    while len(samples) < n:
-        samples += block(min(chunk, n - len(samples)), calls)
-    return [a for a, _ in samples], [b for _, b in samples], calls
-
-
-def time_pair_threads(issue_a, stream_a, issue_b, stream_b, budget: timing.Budget) -> tuple[list[float], list[float], int]:
-    """Two copies at once from two host threads (pageable copies block the thread that issues them).
-
-    A pageable cudaMemcpyAsync returns only once its data is staged (H2D) or has
-    arrived (D2H), so one thread cannot have both directions in flight. Each thread
-    times its own copy with events on its own stream; a host barrier starts each
-    sample of both together.
-    """
-    errors: list[BaseException] = []
-    results: list[list[float]] = [[], []]
-
-    def run(k: int, issue, stream, count: int, barrier: threading.Barrier) -> None:
-        try:
-            with torch.cuda.device(stream.device), torch.cuda.stream(stream):
-                for _ in range(count):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    barrier.wait()
-                    start.record(stream)
-                    issue()
-                    end.record(stream)
-                    stream.synchronize()
-                    results[k].append(start.elapsed_time(end) / 1e3)
-        except BaseException as e:  # re-raised in the caller; free the other thread
-            errors.append(e)
-            barrier.abort()
-
-    def rounds(count: int) -> None:
-        results[0], results[1] = [], []
-        barrier = threading.Barrier(2)
-        threads = [threading.Thread(target=run, args=(k, issue, stream, count, barrier), name=f"cardbench-copy-{k}")
-                   for k, (issue, stream) in enumerate(((issue_a, stream_a), (issue_b, stream_b)))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-
-    rounds(2)  # first use and a first estimate
-    per_sample = max(max(results[0]), max(results[1]))
-    warm = max(1, int(budget.warmup_s / per_sample))
-    rounds(warm)
-    rounds(int(min(budget.max_samples, max(budget.min_samples, budget.measure_s / per_sample))))
-    return list(results[0]), list(results[1]), 1
 
 
 # ---------------------------------------------------------------- one timed window, and its row
@@ -516,7 +457,7 @@ def finish_row(target: Target, case: Case, params: dict, fields: dict, window_te
     others = str(row.get("compute_processes") or "0")  # counted at the window's edges (as measure.run)
     if others.isdigit() and int(others) > 0:
         notes = [*notes, f"disturbed: {others} other process(es) computing on the card during the measurement"]
-    row.update(status="ok", message="; ".join(n for n in [measure.spread_note(row), *notes] if n))
+    row.update(status="ok", message="; ".join(n for n in [case.reduced_note(), measure.spread_note(row), *notes] if n))
     return row
 
 
@@ -561,13 +502,14 @@ def _host_one_way(target: Target, case: Case, profile: str, tuned: dict) -> dict
 
     def timed():
         with torch.cuda.stream(stream):
-            return timing.time_fn(fn, dev, budget_for(case, profile))
+            return timing.time_fn(fn, dev, budget_for(case, profile), clock_hz=target.sm_clock_hz)
     result, window = observe([target.index], timed)
     problem = compare(pairs)  # the last timed copy's bytes
     if problem:
         return measure.status_row(describe(case), target, "wrong", "after timing: " + problem)
     link = window.link[target.index]
     cols, notes = link_notes(target.identity, link, window.replays[target.index], _slot_gen(target.index))
+    notes += result.notes
     fields = bandwidth_fields(result.samples_s, result.calls_per_sample, result.method, n)
     norm = normalization(fields["value"], pcie_claim(target.spec, target.identity.get("pcie_gen_max"),
                                                      target.identity.get("pcie_width_max")), pcie_peak(link[0], link[1]))
@@ -590,7 +532,8 @@ def _host_bidir(target: Target, case: Case, profile: str, tuned: dict) -> dict:
     found = tuned[key]
     if isinstance(found, tuple):  # (status, message): wrong or error, the same for the three rows
         return measure.status_row(describe(case), target, *found)
-    t_h2d, t_d2h, calls, timer, window, how = (found[k] for k in ("h2d", "d2h", "calls", "timer", "window", "how"))
+    pair, timer, window, how = (found[k] for k in ("pair", "timer", "window", "how"))
+    t_h2d, t_d2h, calls = pair.a_s, pair.b_s, pair.calls_per_sample
     n = case.nbytes
     link = window.link[target.index]
     cols, notes = link_notes(target.identity, link, window.replays[target.index], _slot_gen(target.index))
@@ -607,6 +550,7 @@ def _host_bidir(target: Target, case: Case, profile: str, tuned: dict) -> dict:
         fields = bandwidth_fields(samples, calls, timer, n)
         norm = normalization(fields["value"], claim, peak)
         direction = case.benchmark.removesuffix("_bidir")
+    notes += pair.notes
     if overlap < 0.9:
         notes.append(f"the two directions overlapped for {overlap:.0%} of the slower one's time")
     if placement(target).warning:
@@ -626,15 +570,18 @@ def _measure_host_bidir(target: Target, case: Case, profile: str, tuned: dict):
     if problem:
         return ("wrong", problem)
     if case.memory == "pinned":
-        timer_fn, how, timer = time_pair, "two streams, a two-way event barrier per sample, spin-kernel hold", timing.CUDA_TIMER
+        clock = target.sm_clock_hz
+        timer_fn = lambda *a: timing.time_pair(*a, clock_hz=clock)  # noqa: E731
+        how, timer = "two streams, a two-way event barrier per sample, spin-kernel hold", timing.CUDA_TIMER
     else:
-        timer_fn, how, timer = time_pair_threads, "two streams issued from two host threads, a barrier per sample", "cuda_events"
-    (t_h2d, t_d2h, calls), window = observe(
+        timer_fn = timing.time_pair_threads
+        how, timer = "two streams issued from two host threads, a barrier per sample", "cuda_events"
+    pair, window = observe(
         [target.index], lambda: timer_fn(issue_h2d, s_h2d, issue_d2h, s_d2h, budget_for(case, profile)))
     problem = compare(pairs)
     if problem:
         return ("wrong", "after timing: " + problem)
-    return {"h2d": t_h2d, "d2h": t_d2h, "calls": calls, "timer": timer, "window": window, "how": how}
+    return {"pair": pair, "timer": timer, "window": window, "how": how}
 
 
 # ---------------------------------------------------------------- peer to peer
@@ -722,7 +669,8 @@ def _p2p_one_way(target: Target, case: Case, profile: str, tuned: dict) -> dict:
 
     def timed():
         with torch.cuda.stream(barrier_j), torch.cuda.stream(s_i):
-            return timing.time_fn(fn, target.device, budget_for(case, profile))
+            return timing.time_fn(fn, target.device, budget_for(case, profile),
+                                  clock_hz=target.sm_clock_hz)
     result, window = observe([i, j], timed)
     latency = case.benchmark == "p2p_latency"
     problem = compare([(dst, src, f"cuda:{i}->cuda:{j}")])
@@ -734,9 +682,11 @@ def _p2p_one_way(target: Target, case: Case, profile: str, tuned: dict) -> dict:
         fields = latency_fields(result.samples_s, result.calls_per_sample, result.method)
         params["latency"] = "device time per copy of back-to-back 16-byte copies (torch adds a cross-device event barrier to each)"
         notes = [] if extra["peer_access_torch"] else ["no peer access (torch): the driver stages the copy through host memory"]
+        notes += result.notes
         return finish_row(target, case, params, fields, window.telemetry[i], {}, normalization(None, None, None), notes)
     fields = bandwidth_fields(result.samples_s, result.calls_per_sample, result.method, n)
     cols, notes = _p2p_notes(target, case, pair, extra, window, _peer_identity(case, tuned))
+    notes += result.notes
     norm = _p2p_normalization(target, case, fields["value"], pair, window, _peer_identity(case, tuned))
     return finish_row(target, case, params, fields, window.telemetry[i], cols, norm, notes)
 
@@ -747,7 +697,7 @@ def _p2p_bidir(target: Target, case: Case, profile: str, tuned: dict) -> dict:
     key = ("transfer.p2p_bidir", min(i, j), max(i, j), n)
     if key not in tuned:
         try:
-            tuned[key] = _measure_p2p_bidir(case, profile, tuned)
+            tuned[key] = _measure_p2p_bidir(target, case, profile, tuned)
         except Exception as e:
             tuned[key] = ("error", measure.error_message(e))
     found = tuned[key]
@@ -760,13 +710,14 @@ def _p2p_bidir(target: Target, case: Case, profile: str, tuned: dict) -> dict:
                          "two streams (one per source), a two-way event barrier per sample, spin-kernel hold")
     params["overlap"] = found["overlap"]
     cols, notes = _p2p_notes(target, case, pair, extra, window, _peer_identity(case, tuned))
+    notes += found["notes"]
     if found["overlap"] < 0.9:
         notes.append(f"the two directions overlapped for {found['overlap']:.0%} of the slower one's time")
     norm = _p2p_normalization(target, case, fields["value"], pair, window, _peer_identity(case, tuned))
     return finish_row(target, case, params, fields, window.telemetry[i], cols, norm, notes)
 
 
-def _measure_p2p_bidir(case: Case, profile: str, tuned: dict):
+def _measure_p2p_bidir(target: Target, case: Case, profile: str, tuned: dict):
     bufs = _peer_buffers(case, tuned)
     i, j, n = case.device, case.peer, case.nbytes
     dev_i, dev_j = torch.device("cuda", i), torch.device("cuda", j)
@@ -779,12 +730,16 @@ def _measure_p2p_bidir(case: Case, profile: str, tuned: dict):
     problem = verify([dst_j, dst_i], lambda: (issue_ij(), issue_ji()), pairs, [i, j])
     if problem:
         return ("wrong", problem)
-    (t_ij, t_ji, calls), window = observe([i, j], lambda: time_pair(issue_ij, s_i, issue_ji, s_j, budget_for(case, profile)))
+    clock = target.sm_clock_hz
+    timed, window = observe([i, j], lambda: timing.time_pair(issue_ij, s_i, issue_ji, s_j, budget_for(case, profile),
+                                                             clock_hz=clock))
+    t_ij, t_ji, calls = timed.a_s, timed.b_s, timed.calls_per_sample
     problem = compare(pairs)
     if problem:
         return ("wrong", "after timing: " + problem)
     overlap = float(np.median([min(a, b) / max(a, b) for a, b in zip(t_ij, t_ji)]))
-    return {"times": {(i, j): t_ij, (j, i): t_ji}, "calls": calls, "window": window, "overlap": overlap}
+    return {"times": {(i, j): t_ij, (j, i): t_ji}, "calls": calls, "window": window, "overlap": overlap,
+            "notes": timed.notes}
 
 
 # ---------------------------------------------------------------- the family's entry points
@@ -795,6 +750,10 @@ def run_case(target: Target, case: Case, profile: str, tuned: dict) -> dict[str,
     if reason:
         return measure.status_row(describe(case), target, "skipped", reason)
     try:
+        if not case.is_p2p:
+            bufs = _host_buffers(target, case, tuned)
+            if bufs.nbytes < case.nbytes:
+                case = replace(case, nbytes=bufs.nbytes, planned=case.nbytes, reduced=bufs.reduced)
         if case.benchmark in ("h2d", "d2h"):
             return _host_one_way(target, case, profile, tuned)
         if case.benchmark in ("h2d_bidir", "d2h_bidir", "bidir_total"):

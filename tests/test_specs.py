@@ -426,7 +426,7 @@ def h100_identity(monkeypatch):
     nv.nvmlDeviceGetMaxClockInfo = lambda h, kind: h["max_clock_mhz"]["mem" if kind == pynvml.NVML_CLOCK_MEM else "sm"]
     monkeypatch.setattr(telemetry, "_nvml", nv)
     monkeypatch.setattr(telemetry, "_nvml_state", None)
-    monkeypatch.setattr(telemetry, "_torch_props", lambda index: None)
+    monkeypatch.setattr(telemetry, "torch_props", lambda index: None)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return telemetry.device_identity(0)
 

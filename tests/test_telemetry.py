@@ -122,7 +122,7 @@ def install(monkeypatch, module, torch_props=None):
     """Make `module` the NVML binding of bench.telemetry, not yet initialised; monkeypatch undoes it."""
     monkeypatch.setattr(telemetry, "_nvml", module)
     monkeypatch.setattr(telemetry, "_nvml_state", None)
-    monkeypatch.setattr(telemetry, "_torch_props", lambda index: torch_props)
+    monkeypatch.setattr(telemetry, "torch_props", lambda index: torch_props)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
@@ -334,6 +334,17 @@ def test_torch_pci_bus_id_maps_cuda_index_to_nvml_handle(monkeypatch):
     assert ident == {**H100_IDENTITY, "sm_count": "132", "l2_cache_bytes": "52428800"}
 
 
+def test_torch_uuid_is_tried_before_the_pci_bus_id(monkeypatch):
+    """torch 2.11 has both props.uuid and the pci ids: the UUID decides (exact under any device order)."""
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, multi_processor_count=132,
+                                  total_memory=85021163520, L2_cache_size=52428800,
+                                  uuid=H100_IDENTITY["device_uuid"].removeprefix("GPU-"),
+                                  pci_domain_id=0, pci_bus_id=0x04, pci_device_id=0)  # a stale bus id
+    install(monkeypatch, fake_nvml(_two_gpus()), torch_props=props)
+    handle, how = telemetry._device_handle(0, props)
+    assert how == "uuid" and handle.dev["pci_bus_id"] == "00000000:19:00.0"
+
+
 def test_torch_fallbacks_when_nvml_lacks_fields(monkeypatch):
     props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, multi_processor_count=132,
                                   total_memory=85021163520)  # old torch: no L2_cache_size, no pci ids
@@ -495,8 +506,8 @@ def test_real_gpu_identity_and_sampler():
     props = torch.cuda.get_device_properties(0)
     handle, how = telemetry._device_handle(0, props)
     assert handle is not None
-    if hasattr(props, "pci_bus_id"):
-        assert how == "pci_bus_id"
+    # The UUID (torch >= 2.2) is tried first: it is exact whatever CUDA_DEVICE_ORDER says.
+    assert how == ("uuid" if getattr(props, "uuid", None) else "pci_bus_id")
     ident = telemetry.device_identity(0)
     assert ident["device_name"] == torch.cuda.get_device_name(0)
     assert ident["device_uuid"].startswith(("GPU-", "MIG-"))

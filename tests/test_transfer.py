@@ -22,7 +22,7 @@ H100_PCIE = DB.find("H100 PCIe 80GB")
 def fresh_placement(monkeypatch):
     monkeypatch.setattr(transfer, "_PLACEMENT", {})
     monkeypatch.setattr(transfer, "_WARNED", set())
-    monkeypatch.setattr("bench.devices._host_available_bytes", lambda: 256 * GIB)  # plans sized by the GPU alone
+    monkeypatch.setattr(transfer, "host_memory_total_bytes", lambda: 256 * GIB)  # plans sized by the GPU alone
 
 
 def gpu_like(index=0, identity=None, spec=None, free_bytes=80 * GIB) -> Target:
@@ -130,12 +130,30 @@ def test_gpu_plan_has_every_ordered_pair_from_this_gpu(monkeypatch):
     assert all(transfer.skip_reason(gpu_like(index=2), c) is None for c in plan)
 
 
-def test_sizes_shrink_to_fit_memory(monkeypatch):
+def test_sizes_above_the_memory_cap_are_skipped_rows_with_the_reason(monkeypatch):
     monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
     plan = transfer.cases(gpu_like(free_bytes=3 * GIB), "quick")  # room for 256 MiB copies only
-    assert {c.nbytes for c in plan if not c.is_p2p} == {256 * MIB}
+    measured = [c for c in plan if not c.is_p2p and transfer.skip_reason(gpu_like(), c) is None]
+    assert {c.nbytes for c in measured} == {256 * MIB}
+    skipped = [c for c in plan if not c.is_p2p and c not in measured]
+    assert {c.case for c in skipped} == {"pinned-1GiB", "pageable-1GiB"} and len(skipped) == 10
+    why = transfer.skip_reason(gpu_like(), skipped[0])
+    assert why == "1GiB copies not measured: free device memory allows 256MiB per copy (buffers take 8x a copy)"
     tiny = transfer.cases(gpu_like(free_bytes=64 * MIB), "quick")
-    assert {c.nbytes for c in tiny if not c.is_p2p} == {8 * MIB}
+    assert {c.nbytes for c in tiny if not c.is_p2p and not c.reduced} == {8 * MIB}
+
+
+def test_host_side_is_sized_from_memtotal_not_memavailable(monkeypatch):
+    """A VM whose memory grows as it is used reports little MemAvailable: the 1 GiB copies must stay."""
+    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
+    monkeypatch.setattr("bench.devices._host_available_bytes", lambda: 2 * GIB)  # what the VM shows as free
+    monkeypatch.setattr(transfer, "host_memory_total_bytes", lambda: 128 * GIB)
+    plan = transfer.cases(gpu_like(), "quick")
+    assert {c.nbytes for c in plan if not c.is_p2p and not c.reduced} == {256 * MIB, GIB}
+    monkeypatch.setattr(transfer, "host_memory_total_bytes", lambda: 4 * GIB)  # a small host: the reason names it
+    small = [c for c in transfer.cases(gpu_like(), "quick") if c.reduced]
+    assert transfer.skip_reason(gpu_like(), small[0]).startswith(
+        "1GiB copies not measured: host memory (MemTotal 4.0 GiB) allows 512MiB per copy")
 
 
 def test_cpu_mode_rows_are_skipped_with_the_reason(tmp_path):

@@ -33,6 +33,9 @@ class Event:
     def elapsed_time(self, end) -> float:
         return (end.t - self.t) * 1e3  # ms, as torch.cuda.Event
 
+    def query(self) -> bool:
+        return False  # the simulated spin kernel always outlasts the host's queueing
+
 
 class Stream:
     def __init__(self, device=None):
@@ -49,6 +52,7 @@ class Stream:
 def fake_cuda(gpus: int, peer_access: bool = True) -> types.SimpleNamespace:
     return types.SimpleNamespace(
         Event=Event, Stream=Stream, stream=lambda s: contextlib.nullcontext(), device=lambda d: contextlib.nullcontext(),
+        current_stream=lambda device=None: Stream(device),
         synchronize=lambda device=None: None, _sleep=lambda cycles: None, empty_cache=lambda: None,
         can_device_access_peer=lambda a, b: peer_access, is_available=lambda: True, device_count=lambda: gpus)
 
@@ -68,7 +72,7 @@ def sim(monkeypatch):
     st.empty = lambda *a, pin_memory=False, **k: torch.empty(*a, **k)
     st.zeros = lambda *a, pin_memory=False, **k: torch.zeros(*a, **k)
     monkeypatch.setattr(transfer, "torch", st)
-    monkeypatch.setattr(timing, "hold_stream", lambda seconds: True)  # the simulated spin kernel
+    monkeypatch.setattr(timing, "torch", st)  # its _sleep is the simulated spin kernel
     monkeypatch.setattr(transfer, "_PLACEMENT", {})
     monkeypatch.setattr(transfer, "_WARNED", set())
     return st
@@ -230,11 +234,14 @@ def test_no_peer_access_is_noted(sim):
 def test_plan_rows_end_to_end(sim, monkeypatch, tmp_path):
     """A whole (tiny) plan for two simulated GPUs: every row ok, one file, the summary prints."""
     monkeypatch.setattr(transfer, "visible_gpus", lambda: 2)
-    monkeypatch.setattr(transfer, "size_cap", lambda t: MIB)
+    monkeypatch.setattr(transfer, "size_cap", lambda t: (MIB, "the test's cap"))
     tuned: dict = {}
     rows = [transfer.run_case(gpu(i), c, "quick", tuned) for i in (0, 1) for c in transfer.cases(gpu(i), "quick")]
-    assert {r["status"] for r in rows} == {"ok"}
-    assert len(rows) == 2 * (2 * 5 + 3)
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert {r["status"] for r in rows if r not in skipped} == {"ok"}
+    assert {r["message"] for r in skipped} == {f"{s} copies not measured: the test's cap (buffers take 8x a copy)"
+                                               for s in ("256MiB", "1GiB")}
+    assert len(rows) == 2 * (2 * 5 + 3) + len(skipped) and len(skipped) == 2 * (2 * 2 * 5 + 2)
     writer = ResultsWriter(tmp_path / "run.csv", {})
     for r in rows:
         writer.write(r)
@@ -280,3 +287,24 @@ def test_pcie_pair_across_sockets_reads_both_links(sim, monkeypatch):
     assert "no peer access (torch)" in row["message"]
     assert "PCIe link trained at Gen1 x16, the card supports Gen5 x16 (read during this transfer)" in row["message"]
     assert "cuda:3: PCIe link trained at Gen1 x16" in row["message"]
+
+
+def test_a_failed_pinned_allocation_measures_smaller_and_says_so(sim):
+    """Page-locked memory can fail far below MemTotal: halve until it works, keep the case name, say why."""
+    real_zeros = sim.zeros
+
+    def zeros(*a, pin_memory=False, **k):
+        n = a[0] if a and isinstance(a[0], int) else 0
+        if pin_memory and n > 2 * MIB:
+            raise RuntimeError("CUDA error: out of memory (cudaHostAlloc)")
+        return real_zeros(*a, **k)
+    sim.zeros = zeros
+    sim.empty = lambda *a, pin_memory=False, **k: zeros(*a, pin_memory=pin_memory, **k) if pin_memory else torch.empty(*a, **k)
+    tuned: dict = {}
+    row = ok(transfer.run_case(gpu(), case("h2d", nbytes=8 * MIB), "quick", tuned))
+    assert row["case"] == "pinned-8MiB" and row["size_bytes"] == 2 * MIB and row["work"] == 2 * MIB
+    assert row["message"].startswith("measured at 2MiB, not 8MiB: the pinned host allocation of 2 x 8MiB failed: "
+                                     "RuntimeError: CUDA error: out of memory (cudaHostAlloc)")
+    assert json.loads(row["params"])["bytes"] == 2 * MIB
+    row = ok(transfer.run_case(gpu(), case("h2d", "pageable", nbytes=8 * MIB), "quick", tuned))
+    assert row["size_bytes"] == 8 * MIB and "measured at" not in row["message"]  # pageable memory is not pinned
