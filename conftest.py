@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
 
 def _target(config):
     """The device `pytest bench/` measures, with the spec entry it matched."""
-    from bench import devices, specs
+    from bench.core import devices, specs
 
     cached = getattr(config, "_cardbench_target", None)
     if cached is None:
@@ -57,10 +57,10 @@ def _target(config):
 
 def pytest_generate_tests(metafunc):
     """A test asking for `<family>_case` runs once per case of that family (bench/test_<family>.py)."""
-    from bench.run import FAMILIES
+    from bench.commands.run import FAMILIES
 
     if "accept_check" in metafunc.fixturenames:
-        from bench import accept
+        from bench.commands import accept
 
         policy = accept.load_policy(metafunc.config.getoption("--policy"))
         names = [c.name for c in policy.checks if c.enabled] + list(accept.HEALTH_CHECKS)
@@ -95,7 +95,7 @@ def tuned():
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Put the card's identity and the software versions in pytest-benchmark's JSON."""
-    from bench import telemetry
+    from bench.core import telemetry
 
     machine_info["cardbench"] = telemetry.run_identity()
     target = _target(config)

@@ -6,7 +6,7 @@ import sys
 
 
 def _families(text: str) -> list[str]:
-    from bench.run import FAMILIES
+    from .commands.run import FAMILIES
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAMILIES]
@@ -54,23 +54,23 @@ def parser() -> argparse.ArgumentParser:
                      help="collective family: rendezvous and per-operation timeout; a job where no rank made "
                           "progress for this long is ended (default 300)")
     sp = sub.add_parser("specs", help="the spec-sheet entries with their sources")
-    from bench import specs
+    from .core import specs
 
     specs.add_arguments(sp)
     ep = sub.add_parser("env", help="the machine: cards, links, topology, NUMA, ECC, versions (--json for scripts)")
-    from bench import env
+    from .commands import env
 
     env.add_arguments(ep)
     cp = sub.add_parser("compare", help="per-metric change between two runs, with confidence intervals")
-    from bench import compare
+    from .commands import compare
 
     compare.add_arguments(cp)
     ap = sub.add_parser("accept", help="acceptance verdicts per card: PASS / FAIL / INCONCLUSIVE per check")
-    from bench import accept
+    from .commands import accept
 
     accept.add_arguments(ap)
     rp = sub.add_parser("report", help="publishable measured-versus-claimed report (Markdown, HTML, plots)")
-    from bench import report
+    from .commands import report
 
     report.add_arguments(rp)
     return p
@@ -81,28 +81,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv
     if args.command == "run":
-        from bench import run
+        from .commands import run
 
         args.families = args.families or list(run.FAMILIES)
         return run.main(args)
     if args.command == "specs":
-        from bench import specs
+        from .core import specs
 
         return specs.specs_main(args)
     if args.command == "env":
-        from bench import env
+        from .commands import env
 
         return env.env_main(args)
     if args.command == "compare":
-        from bench import compare
+        from .commands import compare
 
         return compare.compare_main(args)
     if args.command == "accept":
-        from bench import accept
+        from .commands import accept
 
         return accept.accept_main(args)
     if args.command == "report":
-        from bench import report
+        from .commands import report
 
         return report.report_main(args)
     return 2

@@ -1,7 +1,7 @@
 """The body every pytest-benchmark test of a family shares (bench/test_<family>.py)."""
 import pytest
 
-from bench.run import FAMILIES, normalized
+from .commands.run import FAMILIES, normalized
 
 # What each test puts in pytest-benchmark's extra_info: the device-timed result and its provenance.
 EXTRA_INFO = ("status", "message", "value", "unit", "p10", "p90", "time_s", "n_samples", "calls_per_sample",

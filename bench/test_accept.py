@@ -11,8 +11,9 @@ import tempfile
 
 import pytest
 
-from bench import accept, telemetry
-from bench.results import COLUMNS, read_results
+from .commands import accept
+from .core import telemetry
+from .core.results import COLUMNS, read_results
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,7 @@ def acceptance(request, target, session_rows):
         rows = [{**dict.fromkeys(COLUMNS, ""), **run_fields, **{k: "" if v is None else str(v) for k, v in r.items()}}
                 for r in session_rows]
     else:
-        from bench import run
+        from .commands import run
 
         out = tempfile.mkdtemp(prefix="cardbench-accept-")
         args = argparse.Namespace(device=str(target.device), families=list(run.FAMILIES), profile="quick", out=out,

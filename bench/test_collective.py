@@ -8,7 +8,7 @@ torchrun, run `cardbench run --families collective` instead: pytest does not
 know which rank writes.
 """
 
-from bench.frontend import measure_case
+from .frontend import measure_case
 
 
 def test_collective(benchmark, target, collective_case, profile, tuned, session_rows):

@@ -5,7 +5,7 @@ output re-randomized between samples) and stored in `extra_info`; a case this ca
 software cannot run is skipped with the reason the capability check gave.
 """
 
-from bench.frontend import measure_case
+from .frontend import measure_case
 
 
 def test_matmul(benchmark, target, matmul_case, profile, tuned, session_rows):

@@ -6,7 +6,7 @@ wall-time statistics pytest-benchmark prints are those of the whole
 measurement (warm-up, verification and timing), not of one kernel.
 """
 
-from bench.frontend import measure_case
+from .frontend import measure_case
 
 
 def test_memory(benchmark, target, memory_case, profile, tuned, session_rows):

@@ -5,7 +5,7 @@ timing and stored in `extra_info`; cases that cannot run here (CPU mode, peer
 copies with one GPU) are skipped with the reason.
 """
 
-from bench.frontend import measure_case
+from .frontend import measure_case
 
 
 def test_transfer(benchmark, target, transfer_case, profile, tuned, session_rows):

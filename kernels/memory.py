@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 # The torch references and the byte accounting live apart so the torch provider runs without Triton.
-from kernels.reference import (ARRAYS, BYTES_PER_ELEMENT_MOVED, PATTERNS, torch_copy, torch_read,  # noqa: F401
+from .reference import (ARRAYS, BYTES_PER_ELEMENT_MOVED, PATTERNS, torch_copy, torch_read,  # noqa: F401
                                torch_triad, torch_write)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import accept
+from bench.commands import accept
 from bench.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -77,7 +77,7 @@ def run_accept(capsys, tmp_path, results, *extra):
 
 
 def results_by_check(path: Path) -> dict[str, accept.Result]:
-    from bench.results import read_results
+    from bench.core.results import read_results
 
     (card,) = accept.judge(read_results(path).rows, accept.load_policy())
     return {r.check: r for r in card.results}

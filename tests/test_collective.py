@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import accept, collective, launch, memory, specs, timing
-from bench.devices import Target, cpu_target
-from bench.results import read_results
+from bench.commands import accept
+from bench.families import collective, memory
+from bench.core import launch, specs, timing
+from bench.core.devices import Target, cpu_target
+from bench.core.results import read_results
 
 REPO = Path(__file__).resolve().parent.parent
 KIB = 2**10
@@ -241,14 +243,14 @@ def _worker_children() -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"bench.launch" in cmd:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"bench.core.launch" in cmd:
             out.append(int(pid))
     return out
 
 
 def test_a_rank_that_exits_ends_the_family_naming_it_and_the_run_keeps_other_rows(small_sweep, monkeypatch,
                                                                                    tmp_path):
-    from bench import run
+    from bench.commands import run
 
     monkeypatch.setattr(collective, "WORKER", "tests.test_collective:_exit_early_worker")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")

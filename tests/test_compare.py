@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.results import format_samples, parse_samples
+from bench.core.results import format_samples, parse_samples
 
 REAL_RUN = Path(__file__).parent / "fixtures" / "results_schema_v1.csv"
 

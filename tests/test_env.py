@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import env, telemetry, topology
+from bench.commands import env
+from bench.core import telemetry, topology
 from test_telemetry import install
 from test_topology import machine_nvml
 

@@ -5,10 +5,11 @@ from importlib import resources
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import accept, specs
+from bench.commands import accept
+from bench.core import specs
 
-SHIPPED_SPECS = (resources.files("bench") / "specs.toml").read_text(encoding="utf-8")
-SHIPPED_POLICY = (resources.files("bench") / "policy.toml").read_text(encoding="utf-8")
+SHIPPED_SPECS = (resources.files("bench.core") / "specs.toml").read_text(encoding="utf-8")
+SHIPPED_POLICY = (resources.files("bench.commands") / "policy.toml").read_text(encoding="utf-8")
 USER_SPECS = '''[sources]
 X = "a test source"
 

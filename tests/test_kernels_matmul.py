@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kernels import matmul as km  # noqa: E402
-from kernels import quant  # noqa: E402
-from kernels.matmul import Config  # noqa: E402
+from bench.kernels import matmul as km  # noqa: E402
+from bench.kernels import quant  # noqa: E402
+from bench.kernels.matmul import Config  # noqa: E402
 
 # Relative Frobenius error allowed against the fp32 reference of the same inputs: the output
 # rounding (bf16 ~2^-9 per element) and accumulation order; a wrong tile is off by order 1.

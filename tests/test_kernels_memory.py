@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kernels import memory  # noqa: E402
-from kernels.memory import Config  # noqa: E402
+from bench.kernels import memory  # noqa: E402
+from bench.kernels.memory import Config  # noqa: E402
 
 GUARD = 64  # elements after each output that a correct tail mask never touches
 SCALAR = 0.4142135  # triad scalar, not 1 so a dropped multiply shows

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from bench import matmul, specs
-from bench.devices import Target
-from bench.matmul import Case
+from bench.families import matmul
+from bench.core import specs
+from bench.core.devices import Target
+from bench.families.matmul import Case
 
 
 def gpu_like(cc="9.0", sm_count=132, spec=None):
@@ -108,7 +109,7 @@ def test_a_torch_without_any_scaled_mm_is_named(monkeypatch):
 
 
 def test_a_triton_without_dot_scaled_is_named(monkeypatch):
-    from kernels import matmul as km
+    from bench.kernels import matmul as km
 
     monkeypatch.setattr(km, "has_dot_scaled", lambda: False)
     reason = matmul.static_reason(gpu_like("10.0"), Case("mxfp4", "triton", "x", (256,) * 3))
@@ -192,7 +193,7 @@ def test_cpu_waives_what_it_cannot_or_should_not_time(monkeypatch):
 
 
 def test_wrong_results_are_caught_before_timing(monkeypatch):
-    from kernels import matmul_ref
+    from bench.kernels import matmul_ref
 
     real = matmul_ref.mm
 
@@ -210,7 +211,7 @@ def test_wrong_results_are_caught_before_timing(monkeypatch):
 
 
 def test_a_call_that_raises_in_the_trial_is_unsupported(monkeypatch):
-    from kernels import matmul_ref
+    from bench.kernels import matmul_ref
 
     def no_fp8(*args, **kwargs):
         raise NotImplementedError("no FP8 kernel for this backend")
@@ -310,11 +311,11 @@ def test_cardbench_run_matmul_in_cpu_mode(tmp_path):
     import sys
     from pathlib import Path
 
-    from bench.results import read_results
+    from bench.core.results import read_results
 
     repo = Path(__file__).resolve().parent.parent
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    script = ("import sys; from bench import cli, matmul; matmul.CPU_SHAPES = ((256, 256, 512),); "
+    script = ("import sys; from bench import cli; from bench.families import matmul; matmul.CPU_SHAPES = ((256, 256, 512),); "
               f"sys.exit(cli.main(['run', '--families', 'matmul', '--out', {str(tmp_path)!r}]))")
     out = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True,
                          timeout=300)
@@ -340,7 +341,7 @@ def test_cardbench_run_matmul_in_cpu_mode(tmp_path):
 
 
 def _cuda_target():
-    from bench import devices
+    from bench.core import devices
 
     t = devices.cuda_target(0)
     t.spec = specs.load().match(t.identity.get("device_name", ""), t.identity.get("pci_device_id", ""))
@@ -405,7 +406,9 @@ def _interpreted_triton_rows() -> list[dict]:
     import sys
     from pathlib import Path
 
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -414,7 +417,7 @@ def _interpreted_triton_rows() -> list[dict]:
 
 def test_triton_provider_end_to_end_under_the_interpreter():
     rows = {r["benchmark"]: r for r in _interpreted_triton_rows()}
-    from kernels import matmul as km
+    from bench.kernels import matmul as km
 
     expected = {"bf16", "fp16", "fp8"} | ({"mxfp4"} if km.has_dot_scaled() else set())
     assert set(rows) == expected
@@ -433,7 +436,7 @@ def _child() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_kernels_matmul import _interpreter_bf16_dot_is_broken, _upcast_bf16_dot_operands
 
-    from kernels import matmul as km
+    from bench.kernels import matmul as km
 
     if _interpreter_bf16_dot_is_broken():  # triton-lang/triton#11584, see test_kernels_matmul.py
         _upcast_bf16_dot_operands()

@@ -2,7 +2,7 @@
 optimum, stays on multiples of 256 and inside its bounds, and stops when the budget is spent."""
 import pytest
 
-from bench import matmul_search as ms
+from bench.families import matmul_search as ms
 
 
 class Clock:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import memory
-from bench.devices import Target
+from bench.families import memory
+from bench.core.devices import Target
 
 GIB, MIB = 2**30, 2**20
 
@@ -65,7 +65,7 @@ def test_triton_rows_are_skipped_on_the_cpu_with_the_reason():
 
 
 def test_broken_torch_op_gives_wrong_not_a_number(monkeypatch):
-    from kernels import reference
+    from bench.kernels import reference
 
     monkeypatch.setattr(reference, "torch_copy", lambda src, dst: dst.copy_(src * 1.0000001))
     cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
@@ -74,7 +74,7 @@ def test_broken_torch_op_gives_wrong_not_a_number(monkeypatch):
 
 
 def test_crashing_op_gives_error_row_and_the_run_goes_on(monkeypatch):
-    from kernels import reference
+    from bench.kernels import reference
 
     def boom(x):
         raise RuntimeError("kernel exploded")
@@ -113,8 +113,10 @@ def test_out_of_memory_below_the_floor_is_an_error_and_the_run_goes_on(monkeypat
 
 
 def _interpreted_triton_rows(broken: str) -> list[dict]:
-    """Run the Triton provider through bench.memory on the CPU under the interpreter (in a child)."""
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    """Run the Triton provider through bench.families.memory on the CPU under the interpreter (in a child)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, __file__, broken], env=env, capture_output=True, text=True,
                          timeout=600, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
@@ -140,7 +142,7 @@ def test_wrong_triton_kernel_is_caught_before_timing():
 
 
 def _child(broken: str) -> None:
-    from kernels import memory as km
+    from bench.kernels import memory as km
 
     if broken == "copy":  # drop the last element: a classic mask bug
         real = km.triton_copy

@@ -88,7 +88,7 @@ def test_a_failed_row_is_shown_with_its_reason_never_as_zero(tmp_path, capsys):
 
 
 def test_specs_file_renormalizes(tmp_path, capsys):
-    from bench import telemetry
+    from bench.core import telemetry
 
     spec = tmp_path / "s.toml"
     spec.write_text(f'[sources]\nX = "test claim"\n[[gpu]]\nname = "host"\nnvml_names = ["{telemetry.cpu_identity()["device_name"]}"]\n'

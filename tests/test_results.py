@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
-from bench.results import COLUMNS, ResultsFileError, ResultsWriter, read_results
+from bench.core import results
+from bench.core.results import COLUMNS, ResultsFileError, ResultsWriter, read_results
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import read_results
+from bench.core.results import read_results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,7 +161,7 @@ def test_pytest_front_end_reports_device_timed_bandwidth_and_acceptance(tmp_path
 
 def test_user_spec_entry_normalizes_a_cpu_run_and_a_broken_one_stops_it(tmp_path):
     """--specs adds an entry for this host's CPU: every memory row then carries % of that claim."""
-    from bench import telemetry
+    from bench.core import telemetry
 
     cpu = telemetry.cpu_identity()["device_name"]
     user = tmp_path / "host.toml"
@@ -198,7 +198,8 @@ def test_a_hung_case_ends_the_run_naming_it_and_keeps_the_file(tmp_path):
 
 
 def test_a_second_run_on_the_same_device_warns(tmp_path):
-    from bench import devices, run
+    from bench.core import devices
+    from bench.commands import run
 
     held = run.device_lock(devices.cpu_target())  # as if another cardbench run were measuring
     try:
@@ -213,7 +214,8 @@ def test_full_disk_never_leaves_a_file_claimed_complete(tmp_path, monkeypatch, c
     import argparse
     import errno
 
-    from bench import results, run
+    from bench.core import results
+    from bench.commands import run
 
     real_write = results.ResultsWriter._write
 

@@ -1,4 +1,4 @@
-"""bench.specs: the shipped figures against research/SPECS.md, matching, user files, normalization, link theory, the CLI."""
+"""bench.core.specs: the shipped figures against research/SPECS.md, matching, user files, normalization, link theory, the CLI."""
 import argparse
 import json
 import math
@@ -8,8 +8,8 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from bench import specs, telemetry
-from bench.specs import SpecError
+from bench.core import specs, telemetry
+from bench.core.specs import SpecError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 USER_FILE = FIXTURES / "specs_user.toml"
@@ -172,7 +172,7 @@ NVML = [
 
 
 def nvml_id(device: str) -> str:
-    """The id as bench.telemetry writes it from NVML: device << 16 | vendor 0x10DE."""
+    """The id as bench.core.telemetry writes it from NVML: device << 16 | vendor 0x10DE."""
     return f"0x{int(device, 16):04X}10DE"
 
 
@@ -412,7 +412,7 @@ def test_normalize_without_a_claim_or_without_a_value(db):
 
 @pytest.fixture
 def h100_identity(monkeypatch):
-    """bench.telemetry's identity of the recorded H100 SXM5 NVML answers (tests/fixtures/nvml_h100.json)."""
+    """bench.core.telemetry's identity of the recorded H100 SXM5 NVML answers (tests/fixtures/nvml_h100.json)."""
     dev = json.loads((FIXTURES / "nvml_h100.json").read_text())["devices"][0]
     nv = types.ModuleType("fake_pynvml")  # only the calls the identity needs; the rest answer "unknown"
     nv.__dict__.update({k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith("NVML_")})

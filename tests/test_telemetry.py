@@ -1,4 +1,4 @@
-"""bench.telemetry without a driver (this machine) and against a fake NVML built from an H100's answers."""
+"""bench.core.telemetry without a driver (this machine) and against a fake NVML built from an H100's answers."""
 
 import copy
 import importlib.metadata
@@ -18,7 +18,7 @@ import pynvml
 import pytest
 import torch
 
-from bench import telemetry
+from bench.core import telemetry
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nvml_h100.json"
 H100 = json.loads(FIXTURE.read_text())["devices"][0]
@@ -119,7 +119,7 @@ def fake_nvml(devices=None) -> types.ModuleType:
 
 
 def install(monkeypatch, module, torch_props=None):
-    """Make `module` the NVML binding of bench.telemetry, not yet initialised; monkeypatch undoes it."""
+    """Make `module` the NVML binding of bench.core.telemetry, not yet initialised; monkeypatch undoes it."""
     monkeypatch.setattr(telemetry, "_nvml", module)
     monkeypatch.setattr(telemetry, "_nvml_state", None)
     monkeypatch.setattr(telemetry, "torch_props", lambda index: torch_props)
@@ -200,7 +200,7 @@ def _assert_empty_without_nvml():
 
 def test_without_driver_everything_is_empty_and_silent(monkeypatch, capfd, caplog):
     """The real binding on a machine without a driver: nvmlInit raises LibraryNotFound."""
-    install(monkeypatch, None)  # None: bench.telemetry imports the real pynvml itself
+    install(monkeypatch, None)  # None: bench.core.telemetry imports the real pynvml itself
     if telemetry.nvml_available():
         pytest.skip("an NVIDIA driver is present here")
     monkeypatch.setattr(telemetry, "_nvml_state", None)

@@ -4,8 +4,8 @@ import time
 import pytest
 import torch
 
-from bench import measure, timing
-from bench.devices import Target
+from bench.core import measure, timing
+from bench.core.devices import Target
 
 
 def test_cpu_timing_keeps_every_sample_within_the_budget_bounds():

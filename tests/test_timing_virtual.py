@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from bench import timing
+from bench.core import timing
 from virtual_cuda import install
 
 KERNELS_S = (1.37e-6, 13.1e-6, 147e-6, 2.03e-3, 21.7e-3, 0.2)

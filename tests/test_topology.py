@@ -1,4 +1,4 @@
-"""bench.topology against fake NVML machines (2, 4 and 8 GPUs) built from tests/fixtures/nvml_topology.json:
+"""bench.core.topology against fake NVML machines (2, 4 and 8 GPUs) built from tests/fixtures/nvml_topology.json:
 path labels and P2P matrices, NUMA placement, the "trained below max" check and reading the link under load."""
 import copy
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from bench import topology
+from bench.core import topology
 from test_telemetry import H100, fake_nvml, install
 
 MACHINES = json.loads((Path(__file__).parent / "fixtures" / "nvml_topology.json").read_text())["machines"]
@@ -347,7 +347,8 @@ def test_read_gpu_pcie_fields_from_the_h100_fixture(monkeypatch):
     ("pcie_4_two_sockets", (0, False)),  # no NVLink at all
 ])
 def test_collective_reads_nvlinks_through_topology(monkeypatch, machine, expected):
-    from bench import collective, telemetry
+    from bench.families import collective
+    from bench.core import telemetry
 
     nv = machine_nvml(machine)
     handle = nv.nvmlDeviceGetHandleByIndex(0)

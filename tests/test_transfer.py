@@ -7,9 +7,10 @@ import time
 import pytest
 import torch
 
-from bench import specs, telemetry, topology, transfer
-from bench.devices import Target, cpu_target
-from bench.results import ResultsWriter, read_results
+from bench.core import specs, telemetry, topology
+from bench.families import transfer
+from bench.core.devices import Target, cpu_target
+from bench.core.results import ResultsWriter, read_results
 from test_telemetry import H100_IDENTITY, fake_nvml, install
 
 GIB, MIB = 2**30, 2**20
@@ -146,7 +147,7 @@ def test_sizes_above_the_memory_cap_are_skipped_rows_with_the_reason(monkeypatch
 def test_host_side_is_sized_from_memtotal_not_memavailable(monkeypatch):
     """A VM whose memory grows as it is used reports little MemAvailable: the 1 GiB copies must stay."""
     monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
-    monkeypatch.setattr("bench.devices._host_available_bytes", lambda: 2 * GIB)  # what the VM shows as free
+    monkeypatch.setattr("bench.core.devices._host_available_bytes", lambda: 2 * GIB)  # what the VM shows as free
     monkeypatch.setattr(transfer, "host_memory_total_bytes", lambda: 128 * GIB)
     plan = transfer.cases(gpu_like(), "quick")
     assert {c.nbytes for c in plan if not c.is_p2p and not c.reduced} == {256 * MIB, GIB}

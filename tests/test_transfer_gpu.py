@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from bench import devices, specs, timing, transfer
+from bench.core import devices, specs, timing
+from bench.families import transfer
 
 MIB, GIB = 2**20, 2**30
 pytestmark = pytest.mark.gpu

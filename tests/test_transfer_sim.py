@@ -14,9 +14,10 @@ import types
 import pytest
 import torch
 
-from bench import specs, timing, transfer
-from bench.devices import Target
-from bench.results import ResultsWriter, read_results
+from bench.core import specs, timing
+from bench.families import transfer
+from bench.core.devices import Target
+from bench.core.results import ResultsWriter, read_results
 from test_telemetry import H100_IDENTITY
 
 MIB, GIB = 2**20, 2**30

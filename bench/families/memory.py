@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bench import measure, timing
-from bench.devices import Target
-from bench.measure import Measurement
-from kernels.reference import ARRAYS, PATTERNS
-from kernels.reference import BYTES_PER_ELEMENT_MOVED as MOVED_PER_ELEMENT
+from ..core import measure, timing
+from ..core.devices import Target
+from ..core.measure import Measurement
+from ..kernels.reference import ARRAYS, PATTERNS
+from ..kernels.reference import BYTES_PER_ELEMENT_MOVED as MOVED_PER_ELEMENT
 
 FAMILY = "memory"
 PROVIDERS = ("triton", "torch")
@@ -141,7 +141,7 @@ def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
 
     Returns (config, {label: GB/s} of every configuration tried, or {} when reused).
     """
-    from kernels import memory as km
+    from ..kernels import memory as km
 
     key = (str(target.device), case.benchmark, profile)
     if key in tuned:
@@ -171,7 +171,7 @@ def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
 
 
 def _triton_work(benchmark: str, arrays: list[torch.Tensor], value: float, config, sm_count: int):
-    from kernels import memory as km
+    from ..kernels import memory as km
 
     if benchmark == "read":
         x = arrays[0]
@@ -192,7 +192,7 @@ def _triton_work(benchmark: str, arrays: list[torch.Tensor], value: float, confi
 
 
 def _torch_work(benchmark: str, arrays: list[torch.Tensor], value: float):
-    from kernels import reference as ref
+    from ..kernels import reference as ref
 
     if benchmark == "read":
         x = arrays[0]

@@ -22,11 +22,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bench import measure, specs, telemetry, timing, topology
-from bench.devices import Target, host_memory_total_bytes
-from bench.measure import Measurement
-from bench.memory import human_bytes
-from bench.results import format_samples
+from ..core import measure, specs, telemetry, timing, topology
+from ..core.devices import Target, host_memory_total_bytes
+from ..core.measure import Measurement
+from .memory import human_bytes
+from ..core.results import format_samples
 
 FAMILY = "transfer"
 PROVIDER = "torch"
@@ -41,7 +41,7 @@ P2P_BENCHMARKS = ("p2p", "p2p_bidir")
 ALL_BENCHMARKS = HOST_BENCHMARKS + P2P_BENCHMARKS + ("p2p_latency",)
 CPU_REASON = "CPU mode: host<->device and peer-to-peer copies need a CUDA GPU"
 # NVLink generation of data-center GPUs by compute capability: the per-link rate of
-# each generation is in bench/specs.toml ([[nvlink]]). Other boards (GeForce, RTX
+# each generation is in bench/core/specs.toml ([[nvlink]]). Other boards (GeForce, RTX
 # bridges) run their links slower: no derived NVLink peak for them.
 NVLINK_GENERATION = {"6.0": 1, "7.0": 2, "8.0": 3, "9.0": 4, "10.0": 5, "10.3": 5}
 

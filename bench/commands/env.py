@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import telemetry, topology
+from ..core import telemetry, topology
 
 VERSION_KEYS = ("driver_version", "cuda_driver_version", "cuda_runtime_version", "torch_version",
                 "triton_version", "nccl_version", "cardbench_version", "cardbench_commit")

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench import telemetry, timing
+from . import telemetry, timing
 
 
 class DeviceError(ValueError):
@@ -19,7 +19,7 @@ class Target:
     device: torch.device
     index: int | None  # CUDA index; None in CPU mode
     identity: dict[str, str] = field(default_factory=dict)
-    spec: object = None  # the bench.specs.Entry this card matched, or None (unknown card, CPU)
+    spec: object = None  # the bench.core.specs.Entry this card matched, or None (unknown card, CPU)
 
     @property
     def is_cuda(self) -> bool:

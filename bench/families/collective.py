@@ -32,10 +32,10 @@ from datetime import timedelta
 
 import torch
 
-from bench import launch, measure, specs, telemetry, timing, topology
-from bench.devices import Target
-from bench.measure import Measurement
-from bench.memory import human_bytes
+from ..core import launch, measure, specs, telemetry, timing, topology
+from ..core.devices import Target
+from ..core.measure import Measurement
+from .memory import human_bytes
 
 FAMILY = "collective"
 BENCHMARKS = ("all_reduce", "all_gather", "reduce_scatter")
@@ -57,7 +57,7 @@ CPU_MEASURE_S = 0.05
 MEMORY_SHARE = 0.5  # a size runs when its buffers fit in half the smallest free memory among the ranks
 START_VALUE = 2.0**-60  # timed all-reduce input: summing in place multiplies it by n per operation
 CHECK_SLICE = 2**26  # elements compared at once (bounds the temporary of the check)
-WORKER = "bench.collective:worker"  # "module:function" each worker process runs (tests swap it)
+WORKER = f"{__name__}:worker"  # "module:function" each worker process runs (tests swap it)
 NVLS_NOTE = ("NVLS may be in use: busbw can exceed the link rate (nccl-tests #153); "
              "NCCL_ALGO=Ring gives wire-comparable busbw")
 SKIP_ONE_RANK = "collectives need two or more ranks"
@@ -503,7 +503,7 @@ def worker(ctx, payload: dict) -> None:
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
-        from bench.devices import _host_available_bytes
+        from ..core.devices import _host_available_bytes
 
         free = _host_available_bytes() // ctx.world_size  # the local ranks share the host's memory
     cap = comm.reduce([float(free)], "min")[0] * MEMORY_SHARE

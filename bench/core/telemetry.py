@@ -192,7 +192,7 @@ def run_identity() -> dict[str, str]:
         "triton_version": _dist_version("triton", "pytorch-triton", "pytorch-triton-rocm"),
         "nccl_version": nccl,
         "cardbench_version": _dist_version("cardbench"),
-        "cardbench_commit": _git_commit(Path(__file__).resolve().parent.parent),
+        "cardbench_commit": _git_commit(Path(__file__).resolve().parents[2]),
     }
 
 

@@ -514,7 +514,7 @@ class LinkSampler:
 
 def _link_rank(reading: tuple) -> tuple:
     """Order readings by per-direction bandwidth; a reading missing a part ranks by what it has."""
-    from bench.specs import pcie_bytes_per_s
+    from .specs import pcie_bytes_per_s
 
     gen, width = reading
     try:

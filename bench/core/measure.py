@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bench import telemetry, timing
-from bench.devices import Target
-from bench.results import format_samples
+from . import telemetry, timing
+from .devices import Target
+from .results import format_samples
 
 
 @dataclass

@@ -15,8 +15,9 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from bench import collective, devices, launch, matmul, measure, memory, specs, telemetry, transfer
-from bench.results import ResultsWriter, new_run_id, results_path
+from ..families import collective, matmul, memory, transfer
+from ..core import devices, launch, measure, specs, telemetry
+from ..core.results import ResultsWriter, new_run_id, results_path
 
 # A family is a module with cases(target, profile) and run_case(target, case, profile, tuned);
 # optionally prepare(targets, args), called before the plan is made, and summary_lines(rows).

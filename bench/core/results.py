@@ -34,7 +34,7 @@ COLUMNS = [
     "metric", "unit", "value", "samples", "p10", "p90", "status", "message",
     # the measurement
     "size_bytes", "work", "work_unit", "time_s", "n_samples", "calls_per_sample", "timer", "params",
-    # the claim it is normalized against (bench/specs.toml or --specs), and the NVML-derived peak
+    # the claim it is normalized against (bench/core/specs.toml or --specs), and the NVML-derived peak
     "spec_entry", "spec_figure", "spec_value", "spec_unit", "spec_source", "pct_of_spec",
     "derived_peak", "pct_of_derived",
     # telemetry sampled during the timed window

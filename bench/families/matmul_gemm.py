@@ -15,16 +15,16 @@ from typing import Callable
 
 import torch
 
-from bench.devices import Target
-from kernels import matmul_ref as ref
-from kernels import quant
+from ..core.devices import Target
+from ..kernels import matmul_ref as ref
+from ..kernels import quant
 
 Shape = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str  # the `benchmark` and `dtype` columns (bench.specs.claim_key knows each)
+    name: str  # the `benchmark` and `dtype` columns (bench.core.specs.claim_key knows each)
     tolerance: float  # relative Frobenius error allowed against the reference; 0: exact
     min_cc: tuple[int, int]  # compute capability of the tensor-core path
     cc_reason: str  # what unsupported says below min_cc
@@ -99,7 +99,7 @@ def capability(target: Target) -> tuple[int, int]:
 def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Built:
     """Inputs (random normal), output buffers, the call and its reference for one GEMM.
 
-    `case` is a bench.matmul.Case (recipe, provider, fast_accum); `config` the Triton
+    `case` is a bench.families.matmul.Case (recipe, provider, fast_accum); `config` the Triton
     configuration; `api` the torch FP4 entry point the capability trial settled on.
     """
     m, n, k = shape
@@ -126,7 +126,7 @@ def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Bui
             launch = lambda: ref.mm(a, b, c, tf32=r == "tf32")  # noqa: E731
             params["api"] = "torch.mm"
         else:
-            from kernels import matmul as km
+            from ..kernels import matmul as km
             launch = lambda: km.triton_matmul(a, b, c, config)  # noqa: E731
     elif r == "int8":
         def to_int8(t):  # normal values at 32 per unit: most of int8's range, never saturating much
@@ -147,7 +147,7 @@ def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Bui
             launch = lambda: ref.scaled_mm_fp8(a, b, scale_a, scale_b, c, case.fast_accum)  # noqa: E731
             params.update(api="torch._scaled_mm", fast_accum=case.fast_accum)
         else:
-            from kernels import matmul as km
+            from ..kernels import matmul as km
             scale = float(scale_a * scale_b)
             launch = lambda: km.triton_matmul(a, b, c, config, scale)  # noqa: E731
             # Triton's default on sm_90 accumulates fp8 products like cuBLAS fast accumulation.
@@ -175,7 +175,7 @@ def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Bui
                           scale_layout="swizzled 128x4 (cuBLAS)")
             scales_bytes = blocked_a.numel() + blocked_b.numel()
         else:
-            from kernels import matmul as km
+            from ..kernels import matmul as km
             launch = lambda: km.triton_mxfp4_matmul(pa, sa, pb, sb, c, config)  # noqa: E731
             params["scale_layout"] = "row-major (rows, K/32)"
             scales_bytes = sa.numel() + sb.numel()

@@ -3,7 +3,7 @@
 Two ways a multi-rank measurement runs:
 
 - **started**: `cardbench run` starts one worker process per rank itself
-  (`python -m bench.launch SPEC.json`) and hosts their c10d TCPStore on
+  (`python -m <package>.core.launch SPEC.json`) and hosts their c10d TCPStore on
   127.0.0.1 at a port the OS picks, so it never clashes with another job's 29500.
 - **joined**: cardbench was started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
   MASTER_ADDR, MASTER_PORT) or by Slurm's srun (SLURM_PROCID,
@@ -50,7 +50,7 @@ DEFAULT_TIMEOUT_S = 300.0  # node start-up (torch import, CUDA and NCCL init) ca
 POLL_S = 0.1
 KILL_GRACE_S = 3.0
 LINGER_S = 10.0  # a store host waits this long for the others to read a failure before it goes away
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) that holds this package
 _attempts = itertools.count()
 
 
@@ -225,7 +225,7 @@ def run(target: str, payload: dict, job: Job, ranks: list[dict], timeout_s: floa
             log = tmp / f"rank{rank}.log"
             path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
             with open(log, "w") as log_file:
-                proc = subprocess.Popen([sys.executable, "-m", "bench.launch", str(spec_file)],
+                proc = subprocess.Popen([sys.executable, "-m", __name__, str(spec_file)],
                                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                         env=dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1"),
                                         start_new_session=True)

@@ -1,6 +1,6 @@
 """Spec-sheet database: what each card's vendor claims, with sources, and what a measurement is compared with.
 
-The data is `bench/specs.toml` (shipped with the package, transcribed from research/SPECS.md)
+The data is `bench/core/specs.toml` (shipped with the package, transcribed from research/SPECS.md)
 plus an optional user file of the same layout (`--specs FILE`). Every figure has a unit and a
 source; a figure no source supports is absent.
 
@@ -42,7 +42,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-SHIPPED_LABEL = "bench/specs.toml"
+SHIPPED_LABEL = "bench/core/specs.toml"
 CONFIDENCES = ("official", "derived", "disputed")
 UNITS = ("GB/s", "TB/s", "TFLOP/s", "TOPS", "MHz", "GB", "MB", "bit", "W", "count", "gen", "lanes")
 WHOLE_UNITS = ("count", "gen", "lanes", "bit")
@@ -199,7 +199,7 @@ def load(user_file: str | os.PathLike | None = None) -> SpecDB:
     resolve against its own [sources] first, then the shipped ones. Raises SpecError.
     """
     db = SpecDB([])
-    shipped = resources.files("bench").joinpath("specs.toml").read_bytes()
+    shipped = resources.files(__package__).joinpath("specs.toml").read_bytes()
     sources = _load_file(db, SHIPPED_LABEL, "shipped", shipped, {})
     if user_file is not None:
         label = os.fspath(user_file)

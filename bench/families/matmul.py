@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from bench import matmul_search, measure, specs, timing
-from bench.devices import Target
-from bench.matmul_gemm import (FP4, RECIPES, Built, Shape, build, capability, check, flops, shape_name,
+from . import matmul_search
+from ..core import measure, specs, timing
+from ..core.devices import Target
+from .matmul_gemm import (FP4, RECIPES, Built, Shape, build, capability, check, flops, shape_name,
                                unit_and_scale)
-from bench.measure import Measurement
+from ..core.measure import Measurement
 
 FAMILY = "matmul"
 
@@ -116,7 +117,7 @@ def static_reason(target: Target, case: Case) -> str | None:
             import triton  # noqa: F401
         except ImportError as e:
             return f"triton is not installed ({e})"
-        from kernels import matmul as km
+        from ..kernels import matmul as km
 
         if case.recipe == "mxfp4" and not km.has_dot_scaled():
             return f"this triton ({_triton_version()}) has no tl.dot_scaled"
@@ -165,7 +166,7 @@ def trial(target: Target, case: Case, tuned: dict) -> Probe:
     if case.provider == "torch" and case.recipe in FP4:
         variants = [(None, api) for api in _fp4_apis()]
     elif case.provider == "triton":
-        from kernels import matmul as km
+        from ..kernels import matmul as km
 
         variants = [(config, "") for config in km.configs(case.recipe, "quick")]
     failures = []
@@ -277,7 +278,7 @@ def describe(target: Target, case: Case) -> Measurement:
 
 def tuned_config(target: Target, case: Case, shape: Shape, profile: str, tuned: dict):
     """Fastest Triton configuration for this recipe at this shape: (config, {label: throughput})."""
-    from kernels import matmul as km
+    from ..kernels import matmul as km
 
     key = ("matmul-config", str(target.device), case.recipe, shape, profile)
     if key in tuned:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.results import Results, ResultsFileError, parse_samples, read_results
+from ..core.results import Results, ResultsFileError, parse_samples, read_results
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from bench import telemetry
-from bench.compare import card_key
-from bench.results import ResultsFileError, read_results
+from ..core import telemetry
+from .compare import card_key
+from ..core.results import ResultsFileError, read_results
 
 try:
     import tomllib
@@ -32,6 +32,7 @@ PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 # Shown, never counted: every row of the check was `skipped` as not applicable on this
 # GPU machine (P2P with one GPU). On the CPU a skipped GPU check stays INCONCLUSIVE.
 NOT_APPLICABLE = "N/A"
+SHIPPED_LABEL = "bench/commands/policy.toml"
 
 CHECK_KEYS = {"name", "title", "select", "each", "against", "min_pct", "why", "enabled"}
 SELECT_FIELDS = {"family", "benchmark", "provider", "dtype", "case", "metric"}
@@ -168,11 +169,11 @@ def _parse(path: str, data: dict, base: Policy | None) -> Policy:
 
 def load_policy(user_file: str | None = None) -> Policy:
     """The shipped policy, overridden key by key by the user's file."""
-    shipped = resources.files("bench") / "policy.toml"
-    policy = _parse("bench/policy.toml", tomllib.loads(shipped.read_text(encoding="utf-8")), None)
+    shipped = resources.files(__package__) / "policy.toml"
+    policy = _parse(SHIPPED_LABEL, tomllib.loads(shipped.read_text(encoding="utf-8")), None)
     missing = set(HEALTH_KEYS) - set(policy.health) or set(IDLE_KEYS) - set(policy.idle_gate)
     if missing:
-        raise PolicyError(f"bench/policy.toml: missing {', '.join(sorted(missing))}")
+        raise PolicyError(f"{SHIPPED_LABEL}: missing {', '.join(sorted(missing))}")
     if user_file:
         policy = _parse(str(user_file), _read_toml(str(user_file)), policy)
     return policy
@@ -449,7 +450,7 @@ def idle_gate(policy: Policy):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="all", help="cpu, cuda:N or all (default: every visible GPU)")
-    p.add_argument("--policy", metavar="FILE", help="TOML policy overriding the shipped bench/policy.toml")
+    p.add_argument("--policy", metavar="FILE", help="TOML policy overriding the shipped bench/commands/policy.toml")
     p.add_argument("--from", dest="from_file", metavar="RESULTS.csv", help="judge an existing run instead of measuring")
     p.add_argument("--out", default="results", help="directory for the run's CSV and the birth certificates")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one test case per check per card")
@@ -465,7 +466,7 @@ def accept_main(args) -> int:
     if args.from_file:
         path = Path(args.from_file)
     else:
-        from bench import run
+        from . import run
 
         run_args = argparse.Namespace(device=args.device, families=list(run.FAMILIES), profile="quick",
                                       out=args.out, specs=args.specs, argv=["accept", *args.argv])
