@@ -73,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
     from .commands import report
 
     report.add_arguments(rp)
+    zp = sub.add_parser("size", help="will a model fit, and how fast: fine-tuning memory, step time, inference")
+    from .commands import size
+
+    size.add_arguments(zp)
     return p
 
 
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from .commands import report
 
         return report.report_main(args)
+    if args.command == "size":
+        from .commands import size
+
+        return size.size_main(args)
     return 2
 
 

@@ -1,6 +1,6 @@
 """A virtual CUDA device: a model of torch.cuda that cardbench's device timers run against on the CPU.
 
-The timers (bench/timing.py: one stream, two streams, per rank) are written against
+The timers (bench/core/timing.py: one stream, two streams, per rank) are written against
 torch.cuda's API. Tests put an instance of `VirtualCuda` where they look for
 `torch.cuda` and its `clock` where they look for `time.perf_counter`, then assert on
 what the timers measure and on how much device time they spend. Time is virtual:
