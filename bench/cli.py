@@ -73,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
     from bench import report
 
     report.add_arguments(rp)
+    hp = sub.add_parser("history", help="each card's headline numbers over time, version changes marked")
+    from bench import history
+
+    history.add_arguments(hp)
     return p
 
 
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import report
 
         return report.report_main(args)
+    if args.command == "history":
+        from bench import history
+
+        return history.history_main(args)
     return 2
 
 
