@@ -77,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     from .commands import size
 
     size.add_arguments(zp)
+    hp = sub.add_parser("history", help="each card's headline numbers over time, version changes marked")
+    from .commands import history
+
+    history.add_arguments(hp)
     return p
 
 
@@ -113,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         from .commands import size
 
         return size.size_main(args)
+    if args.command == "history":
+        from .commands import history
+
+        return history.history_main(args)
     return 2
 
 
