@@ -644,3 +644,55 @@ def test_columns_for_keeps_a_link_normalized_row_and_fills_a_spec_one():
     cols = specs.columns_for(memory_row, h100)
     assert cols["spec_value"] == 3350 and cols["pct_of_spec"] == pytest.approx(90.0)
 
+
+# ---------------------------------------------------------------- MIG slices
+
+MIG = "NVIDIA H200 MIG 1g.18gb"
+
+
+def test_mig_slice_names_are_recognized():
+    for name in (MIG, "NVIDIA A100-SXM4-40GB MIG 1c.2g.10gb", "NVIDIA H100 80GB HBM3 MIG 1g.10gb+me",
+                 "NVIDIA RTX PRO 6000 Blackwell Server Edition MIG 2g.48gb"):
+        assert specs.mig_slice(name), name
+    for name in ("NVIDIA H200", "NVIDIA GB200", "Tesla T4", ""):
+        assert not specs.mig_slice(name), name
+
+
+def test_a_mig_slice_is_never_matched_to_its_whole_card(db):
+    # NVML gives a slice its card's PCI id: the id must not score a 1/7 slice against the card's peak.
+    assert db.match("NVIDIA H200", nvml_id("0x2335")).name == "H200 SXM 141GB"
+    assert db.match(MIG, nvml_id("0x2335")) is None
+    assert db.match(MIG) is None and db.match("NVIDIA A100-SXM4-40GB MIG 3g.20gb", "0x20B0") is None
+    message = specs.unknown_card_message(MIG, nvml_id("0x2335"))
+    assert specs.MIG_NO_ENTRY in message and "pci_device_ids" not in message   # a slice entry must not claim the id
+    assert f'nvml_names = ["{MIG}"]' in message
+
+
+def test_the_run_spec_line_and_the_rows_say_why_a_slice_has_no_claim(db):
+    from bench import run
+
+    target = types.SimpleNamespace(device="cuda:0", is_cuda=True, spec=db.match(MIG, nvml_id("0x2335")),
+                                   identity={"device_name": MIG, "pci_device_id": nvml_id("0x2335")})
+    assert specs.MIG_NO_ENTRY in run.spec_line(target)
+    measured = row("memory", "copy", "fp32", "GB/s", 600.0, device_name=MIG, message="noisy: p10..p90 12%")
+    cols = specs.columns_for(measured, None)
+    assert cols["spec_value"] == cols["pct_of_spec"] == cols["spec_entry"] == ""
+    assert cols["message"] == f"noisy: p10..p90 12%; {specs.MIG_NO_ENTRY}"
+    stored = {**measured, **cols}
+    stored.update(specs.columns_for(stored, None))   # `report --specs` normalizes stored rows again
+    assert stored["message"].count(specs.MIG_NO_ENTRY) == 1
+    whole_card = row("memory", "copy", "fp32", "GB/s", 4000.0, device_name="NVIDIA H200", message="")
+    assert "message" not in specs.columns_for(whole_card, db.match("NVIDIA H200"))
+
+
+def test_a_spec_entry_naming_the_slice_is_used(tmp_path):
+    message = specs.unknown_card_message(MIG, nvml_id("0x2335"))
+    path = tmp_path / "slice.toml"
+    path.write_text(message[message.index("[sources]"):].replace(
+        "# memory_bandwidth = { value = 0,", "memory_bandwidth = { value = 600,"))
+    db = specs.load(path)
+    entry = db.match(MIG, nvml_id("0x2335"))
+    assert entry.name == MIG and entry.figures["memory_bandwidth"].value == 600
+    out = specs.columns_for(row("memory", "copy", "fp32", "GB/s", 540.0, device_name=MIG), entry)
+    assert out["pct_of_spec"] == pytest.approx(90.0) and "message" not in out
+    assert db.match("NVIDIA H200", nvml_id("0x2335")).name == "H200 SXM 141GB"   # the card keeps its entry
