@@ -226,3 +226,64 @@ def test_user_policy_overrides_a_bar_and_disables_a_check(tmp_path, capsys):
 def test_unreadable_results_are_bad_input(tmp_path, capsys):
     code, _, err = run_accept(capsys, tmp_path, tmp_path / "nope.csv")
     assert code == 2 and "nope.csv" in err
+
+
+# ---------------------------------------------------------------- derived claims
+
+SERVER = "RTX PRO 6000 Blackwell Server Edition"  # its dense tensor figures are derived from clocks
+
+
+def server_run(path: Path) -> Path:
+    """The H100 run dressed as an RTX PRO 6000 Server Edition: bf16 at 400 of the derived 480 TFLOP/s."""
+    def as_server(r):
+        r.update(device_name=f"NVIDIA {SERVER}", pci_device_id="0x2BB510DE", spec_entry=SERVER if r["spec_entry"] else "")
+        if r["family"] == "matmul" and r["dtype"] == "bf16":
+            r.update(value="400.0", spec_figure="bf16_dense", spec_value="480.0", spec_unit="TFLOP/s",
+                     pct_of_spec=repr(100 * 400 / 480))
+    return gpu_run(path, as_server)
+
+
+def confirming_specs(path: Path, value: float = 480, extra: str = "") -> Path:
+    path.write_text(f'[sources]\nQ = "Vendor quote 2026-05, bf16 dense (made up for the tests)"\n\n[[gpu]]\nname = "{SERVER}"\n'
+                    f'bf16_dense = {{ value = {value}, unit = "TFLOP/s", source = "Q"{extra} }}\n')
+    return path
+
+
+def test_a_derived_claim_is_inconclusive_never_pass_or_fail(tmp_path):
+    from bench.core import specs
+    from bench.core.results import read_results
+
+    rows = read_results(server_run(tmp_path / "r.csv")).rows
+    (card,) = accept.judge(rows, accept.load_policy())
+    bf16 = next(r for r in card.results if r.check == "matmul-bf16")
+    assert bf16.verdict == "INCONCLUSIVE" and accept.DERIVED_CLAIM in bf16.reason
+    assert "bf16_dense 480 TFLOP/s" in bf16.reason and "= 83.3%" in bf16.measured
+    assert card.verdict == "INCONCLUSIVE"
+    # the same figure confirmed by the user's spec file is judged normally
+    db = specs.load(confirming_specs(tmp_path / "mine.toml"))
+    (card,) = accept.judge(rows, accept.load_policy(), db)
+    assert next(r for r in card.results if r.check == "matmul-bf16").verdict == "PASS"
+    # the user's file is the confirmation, whatever confidence it writes for its own figure
+    db_own = specs.load(confirming_specs(tmp_path / "own.toml", extra=', confidence = "derived"'))
+    (card,) = accept.judge(rows, accept.load_policy(), db_own)
+    assert next(r for r in card.results if r.check == "matmul-bf16").verdict == "PASS"
+    # and a failing card stays failing once the claim is confirmed
+    slow = [dict(r, value="240.0", pct_of_spec="50.0") if r["dtype"] == "bf16" and r["family"] == "matmul" else r
+            for r in rows]
+    (card,) = accept.judge(slow, accept.load_policy(), db)
+    assert next(r for r in card.results if r.check == "matmul-bf16").verdict == "FAIL"
+
+
+def test_accept_from_a_file_with_specs_renormalizes_and_judges_the_confirmed_claim(tmp_path, capsys):
+    res = server_run(tmp_path / "r.csv")
+    code, out, _ = run_accept(capsys, tmp_path, res)
+    assert code == 2 and accept.DERIVED_CLAIM in out
+    code, out, _ = run_accept(capsys, tmp_path, res, "--specs", confirming_specs(tmp_path / "mine.toml", 500))
+    bf16 = next(l for l in out.splitlines() if " matmul-bf16 " in l)
+    assert bf16.lstrip().startswith("PASS") and "= 80.0%" in bf16   # 400 against the file's 500, not 480
+    fp8 = next(l for l in out.splitlines() if " matmul-fp8 " in l)
+    assert fp8.lstrip().startswith("INCONCLUSIVE") and accept.DERIVED_CLAIM in out   # fp8 is still derived
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[gpu]]\nname = 3\n")
+    code, _, err = run_accept(capsys, tmp_path, res, "--specs", bad)
+    assert code == 2 and "bad.toml" in err

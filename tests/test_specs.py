@@ -1,4 +1,5 @@
-"""bench.core.specs: the shipped figures against research/SPECS.md, matching, user files, normalization, link theory, the CLI."""
+"""bench.core.specs: the shipped figures and their sources, matching (MIG slices too), user files, normalization,
+link theory, the CLI."""
 import argparse
 import json
 import math
@@ -22,11 +23,16 @@ def db():
 
 # ---------------------------------------------------------------- the shipped data
 
+SHIPPED_ENTRIES = 44
+
+
 def test_every_shipped_figure_has_a_known_unit_and_a_source(db):
-    assert len(db.entries) == 22
+    assert len(db.entries) == SHIPPED_ENTRIES
     for e in db.entries:
         assert e.origin == "shipped"
-        assert "memory_bandwidth" in e.figures and "bf16_dense" in e.figures, e.name
+        assert e.nvml_names and e.pci_device_ids, e.name
+        if "memory_bandwidth" not in e.figures or "bf16_dense" not in e.figures:
+            assert "Left out:" in e.note, e.name  # a card without the headline claims says why
         for key, f in e.figures.items():
             assert f.key == key and key in specs.FIGURES
             assert f.unit in specs.FIGURES[key][0], (e.name, key, f.unit)
@@ -37,11 +43,15 @@ def test_every_shipped_figure_has_a_known_unit_and_a_source(db):
             assert t.value and t.source_refs and e.text[key] == t.value, (e.name, key)
 
 
-def test_no_figure_cites_the_marketing_article_under_review(db):
-    # S25 is the article SPECS.md section 8 checks and mostly refutes: never a source.
-    cited = {k for e in db.entries for f in [*e.figures.values(), *e.text_fields.values()] for k, _ in f.source_refs}
-    assert "S25" not in cited
-    assert {"S1", "S9", "S16"} <= cited
+def test_derived_figures_give_their_formula_and_disputed_ones_the_other_value(db):
+    derived = [(e.name, k, f) for e in db.entries for k, f in e.figures.items() if f.confidence == "derived"]
+    assert len(derived) > 10
+    for name, key, f in derived:
+        assert any(op in f.note for op in (" / ", " x ", " = ", "= ")), (name, key, f.note)  # the arithmetic
+    for e in db.entries:
+        for key, f in e.figures.items():
+            if f.confidence == "disputed":
+                assert f.note and any(ch.isdigit() for ch in f.note), (e.name, key)
 
 
 def test_dense_is_never_above_sparse(db):
@@ -63,8 +73,8 @@ def test_sparse_figures_are_marked_and_never_alone_for_a_dtype_without_dense(db)
                 assert key.replace("_sparse", "_dense") in e.figures, (e.name, key)
 
 
-# (entry, figure, value, unit) verbatim from research/SPECS.md
-SPECS_MD = [
+# (entry, figure, value, unit) as the cited vendor documents print them (dense unless _sparse)
+SHIPPED = [
     ("H100 SXM5 80GB", "bf16_dense", 989.5, "TFLOP/s"),
     ("H100 SXM5 80GB", "bf16_sparse", 1979, "TFLOP/s"),
     ("H100 SXM5 80GB", "fp8_dense", 1979, "TFLOP/s"),
@@ -80,7 +90,7 @@ SPECS_MD = [
     ("H200 SXM 141GB", "memory_bandwidth", 4800, "GB/s"),
     ("GH200 144GB HBM3e", "memory_bandwidth", 4900, "GB/s"),
     ("GH200 96GB HBM3", "memory_bandwidth", 4000, "GB/s"),
-    ("B200", "memory_bandwidth", 7700, "GB/s"),              # SPECS.md keeps the HGX column, 8,000 in the note
+    ("B200", "memory_bandwidth", 7700, "GB/s"),              # the current HGX per-GPU column; 8 TB/s in the note
     ("B200", "memory_size_gb", 180, "GB"),
     ("B200", "fp4_dense", 9000, "TFLOP/s"),
     ("B200", "fp4_sparse", 18000, "TFLOP/s"),
@@ -109,26 +119,65 @@ SPECS_MD = [
     ("GeForce RTX 5090", "fp16_acc16_dense", 419, "TFLOP/s"),
     ("GeForce RTX 5090", "fp16_acc16_sparse", 838, "TFLOP/s"),
     ("GeForce RTX 5090", "fp4_dense", 1676, "TFLOP/s"),
+    ("GeForce RTX 5090", "tf32_dense", 104.8, "TFLOP/s"),
+    ("GeForce RTX 5090", "int8_dense", 838, "TOPS"),
+    ("GeForce RTX 4090", "tf32_dense", 82.6, "TFLOP/s"),
+    ("L40", "fp8_dense", 362, "TFLOP/s"),
+    ("T4", "fp16_dense", 65, "TFLOP/s"),                    # Turing: no sparsity, the figure is dense
+    ("T4", "memory_bandwidth", 320, "GB/s"),
+    ("A100 PCIe 40GB", "memory_bandwidth", 1555, "GB/s"),
+    ("A100 PCIe 40GB", "tdp_w", 250, "W"),
+    ("A40", "bf16_dense", 149.7, "TFLOP/s"),
+    ("A40", "memory_bandwidth", 696, "GB/s"),
+    ("A30", "bf16_dense", 165, "TFLOP/s"),
+    ("A30", "memory_bandwidth", 933, "GB/s"),
+    ("V100 SXM2 16GB", "fp16_dense", 125, "TFLOP/s"),
+    ("V100 PCIe 32GB", "fp16_dense", 112, "TFLOP/s"),
+    ("GeForce RTX 3090", "bf16_dense", 71, "TFLOP/s"),      # FP32 accumulate: half the FP16-accumulate 142
+    ("GeForce RTX 3090", "fp16_acc16_dense", 142, "TFLOP/s"),
+    ("GeForce RTX 4080", "bf16_dense", 97.5, "TFLOP/s"),
+    ("GeForce RTX 5080", "bf16_dense", 112.6, "TFLOP/s"),
+    ("GeForce RTX 5080", "fp4_sparse", 1801, "TFLOP/s"),
+    ("RTX A6000", "fp16_sparse", 309.7, "TFLOP/s"),
+    ("GB200", "bf16_dense", 2500, "TFLOP/s"),               # per GPU, not the superchip or the rack
+    ("GB200", "memory_bandwidth", 8000, "GB/s"),
+    ("GB300", "fp4_dense", 15000, "TFLOP/s"),
+    ("GB300", "memory_size_gb", 279, "GB"),
+    ("RTX PRO 5000 Blackwell", "memory_bandwidth", 1344, "GB/s"),
+    ("RTX PRO 4500 Blackwell", "memory_bandwidth", 896, "GB/s"),
+    ("GB10 (DGX Spark)", "memory_bandwidth", 273, "GB/s"),
+    ("GB10 (DGX Spark)", "fp4_sparse", 1000, "TFLOP/s"),
 ]
 
 
-@pytest.mark.parametrize("name, key, value, unit", SPECS_MD)
-def test_figures_match_specs_md(db, name, key, value, unit):
+@pytest.mark.parametrize("name, key, value, unit", SHIPPED)
+def test_shipped_figures(db, name, key, value, unit):
     f = db.find(name).figures[key]
     assert (f.value, f.unit) == (value, unit)
 
 
-def test_text_fields_and_disputed_figures_follow_specs_md(db):
+def test_text_fields_and_settled_figures(db):
     h100_pcie = db.find("H100 PCIe 80GB")
-    assert h100_pcie.text["memory_type"] == "HBM2e"           # the article's "HBM3" is wrong
+    assert h100_pcie.text["memory_type"] == "HBM2e"           # often misquoted as HBM3
     assert db.find("H100 SXM5 80GB").text["memory_type"] == "HBM3"
     b200_bw = db.find("B200").figures["memory_bandwidth"]
-    assert b200_bw.confidence == "disputed" and "8,000" in b200_bw.note
+    assert b200_bw.confidence == "official" and "8 TB/s" in b200_bw.note   # the launch figure stays in the note
     assert db.find("B300").text["compute_capability"] == "10.3"
     assert db.find("RTX PRO 6000 Blackwell Workstation Edition").text["chip"] == "GB202"
+    b300 = db.find("B300").figures
+    assert b300["int8_dense"].confidence == b300["fp4_dense"].confidence == "disputed"
+    server = db.find("RTX PRO 6000 Blackwell Server Edition").figures
+    for key in ("bf16_dense", "fp16_dense", "fp8_dense", "fp4_dense", "int8_dense"):
+        assert server[key].confidence == "derived" and "2,494 MHz" in server[key].note, key
+    for name, key in (("GeForce RTX 4090", "tf32_dense"), ("GeForce RTX 5090", "tf32_dense"),
+                      ("GeForce RTX 5090", "int8_dense"), ("L40", "fp8_dense")):
+        assert db.find(name).figures[key].confidence == "official", (name, key)
+    for name in ("GB200", "GB300"):
+        assert "per-GPU column" in db.find(name).note and "rack" in db.find(name).note  # system vs GPU, said
+    assert "unified" in db.find("GB10").note and db.find("GB10").figures["fp4_dense"].confidence == "derived"
 
 
-def test_figures_specs_md_leaves_blank_are_absent(db):
+def test_figures_no_document_prints_are_absent(db):
     assert "memory_bus_width_bits" not in db.find("H100 NVL 94GB").figures
     assert "sm_count" not in db.find("L4").figures
     for key in ("sm_count", "boost_clock_mhz", "fp32", "pcie_gen"):
@@ -137,6 +186,12 @@ def test_figures_specs_md_leaves_blank_are_absent(db):
     for name in ("H100 SXM5 80GB", "A100 SXM4 80GB", "L40S"):
         assert "fp4_dense" not in db.find(name).figures
     assert "tdp_w" not in db.find("GH200 96GB HBM3").figures  # the 450-1000 W is CPU+GPU+memory
+    assert "l2_cache_mb" not in db.find("H200 SXM 141GB").figures  # NVIDIA prints none; devices report 60 MiB
+    for name in ("T4", "V100 SXM2 16GB"):                             # no BF16 tensor path
+        assert "bf16_dense" not in db.find(name).figures
+    for name in ("H20", "H800", "H800 PCIe", "L20", "H100 SXM5 94GB"):
+        assert not db.find(name).figures and "Left out: every figure" in db.find(name).note
+    assert "int8_dense" not in db.find("GB300").figures
 
 
 # ---------------------------------------------------------------- matching
@@ -168,6 +223,28 @@ NVML = [
     ("NVIDIA RTX 6000 Ada Generation", "0x26B1", "RTX 6000 Ada Generation"),
     ("NVIDIA GeForce RTX 4090", "0x2684", "GeForce RTX 4090"),
     ("NVIDIA GeForce RTX 5090", "0x2B85", "GeForce RTX 5090"),
+    ("Tesla T4", "0x1EB8", "T4"),
+    ("NVIDIA A10G", "0x2237", "A10G"),
+    ("NVIDIA A100-PCIE-40GB", "0x20F1", "A100 PCIe 40GB"),
+    ("NVIDIA A40", "0x2235", "A40"),
+    ("NVIDIA A30", "0x20B7", "A30"),
+    ("Tesla V100-SXM2-16GB", "0x1DB1", "V100 SXM2 16GB"),
+    ("Tesla V100-SXM2-32GB", "0x1DB5", "V100 SXM2 32GB"),
+    ("Tesla V100-PCIE-32GB", "0x1DB6", "V100 PCIe 32GB"),
+    ("NVIDIA GeForce RTX 3090", "0x2204", "GeForce RTX 3090"),
+    ("NVIDIA GeForce RTX 4080", "0x2704", "GeForce RTX 4080"),
+    ("NVIDIA RTX A6000", "0x2230", "RTX A6000"),
+    ("NVIDIA L20", "0x26BA", "L20"),
+    ("NVIDIA H20", "0x2329", "H20"),
+    ("NVIDIA H800", "0x2324", "H800"),
+    ("NVIDIA H800 PCIe", "0x2322", "H800 PCIe"),
+    ("NVIDIA H100", "0x2339", "H100 SXM5 94GB"),
+    ("NVIDIA GB200", "0x2941", "GB200"),
+    ("NVIDIA GB300", "0x31C2", "GB300"),
+    ("NVIDIA GeForce RTX 5080", "0x2C02", "GeForce RTX 5080"),
+    ("NVIDIA RTX PRO 5000 Blackwell", "0x2BB3", "RTX PRO 5000 Blackwell"),
+    ("NVIDIA RTX PRO 4500 Blackwell", "0x2C31", "RTX PRO 4500 Blackwell"),
+    ("NVIDIA GB10", "0x2E12", "GB10 (DGX Spark)"),
 ]
 
 
@@ -191,11 +268,12 @@ def test_the_three_h100_names_reach_three_entries(db):
 
 
 def test_no_substring_or_fuzzy_match(db):
-    for name in ("NVIDIA H100", "H100", "NVIDIA H100 80GB", "NVIDIA H100 PCIe 80GB", "NVIDIA GH200", "NVIDIA RTX PRO 6000"):
+    for name in ("H100", "NVIDIA H100 80GB", "NVIDIA H100 PCIe 80GB", "NVIDIA GH200", "NVIDIA RTX PRO 6000"):
         assert db.match(name) is None, name
         assert db.find(name) is None, name
     assert db.match("NVIDIA L4").name == "L4" and db.match("NVIDIA L40").name == "L40"
     assert db.find("l4").name == "L4"
+    assert db.match("NVIDIA H100").name == "H100 SXM5 94GB"       # 0x2339's own name, no prefix match
     assert db.match("nvidia h100 pcie") is None                    # NVML names are case-sensitive
     assert db.match("  NVIDIA H100 PCIe\n").name == "H100 PCIe 80GB"
 
@@ -235,7 +313,7 @@ def test_a_user_figure_wins_and_the_other_shipped_figures_stay():
     assert h100.figures["bf16_dense"].value == 989.5 and h100.figures["bf16_dense"].origin == "shipped"
     assert h100.name == "H100 SXM5 80GB" and h100.origin == str(USER_FILE)
     assert db.find("our-h100") is h100 and db.match("NVIDIA H100 80GB HBM3") is h100
-    assert len(db.entries) == 23
+    assert len(db.entries) == SHIPPED_ENTRIES + 1
     assert specs.load().find("H100 SXM5 80GB").figures["memory_bandwidth"].value == 3350  # shipped untouched
 
 
@@ -523,7 +601,7 @@ def test_specs_name_shows_every_figure_with_its_source(capsys):
 def test_specs_json(capsys):
     assert specs_cli("--json") == 0
     listing = json.loads(capsys.readouterr().out)
-    assert len(listing["entries"]) == 22
+    assert len(listing["entries"]) == SHIPPED_ENTRIES
     assert specs_cli("H100 SXM", "--json") == 0
     entry = json.loads(capsys.readouterr().out)
     assert entry["name"] == "H100 SXM5 80GB" and entry["nvml_names"] == ["NVIDIA H100 80GB HBM3"]
@@ -565,3 +643,56 @@ def test_columns_for_keeps_a_link_normalized_row_and_fills_a_spec_one():
                   "value": "3015.0"}
     cols = specs.columns_for(memory_row, h100)
     assert cols["spec_value"] == 3350 and cols["pct_of_spec"] == pytest.approx(90.0)
+
+
+# ---------------------------------------------------------------- MIG slices
+
+MIG = "NVIDIA H200 MIG 1g.18gb"
+
+
+def test_mig_slice_names_are_recognized():
+    for name in (MIG, "NVIDIA A100-SXM4-40GB MIG 1c.2g.10gb", "NVIDIA H100 80GB HBM3 MIG 1g.10gb+me",
+                 "NVIDIA RTX PRO 6000 Blackwell Server Edition MIG 2g.48gb"):
+        assert specs.mig_slice(name), name
+    for name in ("NVIDIA H200", "NVIDIA GB200", "Tesla T4", ""):
+        assert not specs.mig_slice(name), name
+
+
+def test_a_mig_slice_is_never_matched_to_its_whole_card(db):
+    # NVML gives a slice its card's PCI id: the id must not score a 1/7 slice against the card's peak.
+    assert db.match("NVIDIA H200", nvml_id("0x2335")).name == "H200 SXM 141GB"
+    assert db.match(MIG, nvml_id("0x2335")) is None
+    assert db.match(MIG) is None and db.match("NVIDIA A100-SXM4-40GB MIG 3g.20gb", "0x20B0") is None
+    message = specs.unknown_card_message(MIG, nvml_id("0x2335"))
+    assert specs.MIG_NO_ENTRY in message and "pci_device_ids" not in message   # a slice entry must not claim the id
+    assert f'nvml_names = ["{MIG}"]' in message
+
+
+def test_the_run_spec_line_and_the_rows_say_why_a_slice_has_no_claim(db):
+    from bench.commands import run
+
+    target = types.SimpleNamespace(device="cuda:0", is_cuda=True, spec=db.match(MIG, nvml_id("0x2335")),
+                                   identity={"device_name": MIG, "pci_device_id": nvml_id("0x2335")})
+    assert specs.MIG_NO_ENTRY in run.spec_line(target)
+    measured = row("memory", "copy", "fp32", "GB/s", 600.0, device_name=MIG, message="noisy: p10..p90 12%")
+    cols = specs.columns_for(measured, None)
+    assert cols["spec_value"] == cols["pct_of_spec"] == cols["spec_entry"] == ""
+    assert cols["message"] == f"noisy: p10..p90 12%; {specs.MIG_NO_ENTRY}"
+    stored = {**measured, **cols}
+    stored.update(specs.columns_for(stored, None))   # `report --specs` normalizes stored rows again
+    assert stored["message"].count(specs.MIG_NO_ENTRY) == 1
+    whole_card = row("memory", "copy", "fp32", "GB/s", 4000.0, device_name="NVIDIA H200", message="")
+    assert "message" not in specs.columns_for(whole_card, db.match("NVIDIA H200"))
+
+
+def test_a_spec_entry_naming_the_slice_is_used(tmp_path):
+    message = specs.unknown_card_message(MIG, nvml_id("0x2335"))
+    path = tmp_path / "slice.toml"
+    path.write_text(message[message.index("[sources]"):].replace(
+        "# memory_bandwidth = { value = 0,", "memory_bandwidth = { value = 600,"))
+    db = specs.load(path)
+    entry = db.match(MIG, nvml_id("0x2335"))
+    assert entry.name == MIG and entry.figures["memory_bandwidth"].value == 600
+    out = specs.columns_for(row("memory", "copy", "fp32", "GB/s", 540.0, device_name=MIG), entry)
+    assert out["pct_of_spec"] == pytest.approx(90.0) and "message" not in out
+    assert db.match("NVIDIA H200", nvml_id("0x2335")).name == "H200 SXM 141GB"   # the card keeps its entry

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..core import telemetry
+from ..core import specs, telemetry
 from .compare import card_key
 from ..core.results import ResultsFileError, read_results
 
@@ -187,7 +187,13 @@ def _matches(row: dict, select: dict[str, str]) -> bool:
     return all(fnmatch.fnmatchcase(row.get(k, ""), pattern) for k, pattern in select.items())
 
 
-def judge_check(check: Check, rows: list[dict]) -> Result:
+DERIVED_CLAIM = "the claim is derived, not printed by the vendor: confirm it with --specs FILE"
+
+
+def judge_check(check: Check, rows: list[dict], db: specs.SpecDB | None = None) -> Result:
+    """One check's verdict over one card's rows. `db`: the spec database the rows' claims come
+    from (the shipped one by default): a claim it marks `derived` that no user file confirms
+    makes a spec check INCONCLUSIVE, whatever the percentage."""
     bar = f">= {check.min_pct:g}% of {'spec' if check.against == 'spec' else 'derived peak'}"
     picked = [r for r in rows if _matches(r, check.select)]
     if not picked:
@@ -217,8 +223,9 @@ def judge_check(check: Check, rows: list[dict]) -> Result:
         normalized = [r for r in ok if r.get(column)]
         if not normalized:
             best = max(ok, key=lambda r: float(r["value"]))
-            why = ("no spec entry (or no figure) for this card: add one with --specs"
-                   if check.against == "spec" else "no derived peak (no NVML reading)")
+            why = ("no derived peak (no NVML reading)" if check.against != "spec"
+                   else f"{specs.MIG_NO_ENTRY}: add one with --specs" if specs.mig_slice(best.get("device_name", ""))
+                   else "no spec entry (or no figure) for this card: add one with --specs")
             verdicts.append(Result(check.name, INCONCLUSIVE, f"{float(best['value']):,.1f} {best['unit']}", bar,
                                    f"{label + ': ' if label else ''}{why}"))
             continue
@@ -226,6 +233,12 @@ def judge_check(check: Check, rows: list[dict]) -> Result:
         pct = float(best[column])
         measured = f"{float(best['value']):,.1f} {best['unit']} = {pct:.1f}%"
         where = f"{label + ': ' if label else ''}best of {len(normalized)} ({best['provider']} {best['case']})"
+        claim = specs.claim_figure(best, db if db is not None else specs.load()) if check.against == "spec" else None
+        if specs.unconfirmed_derived(claim):
+            verdicts.append(Result(check.name, INCONCLUSIVE, measured, bar,
+                                   f"{where}: {best['spec_entry']} {claim.key} {claim.value:g} {claim.unit}: "
+                                   f"{DERIVED_CLAIM}"))
+            continue
         verdicts.append(Result(check.name, PASS if pct >= check.min_pct else FAIL, measured, bar, where))
     # A check with several groups (P2P pairs) reports its worst group.
     order = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, NOT_APPLICABLE: 3}
@@ -349,7 +362,9 @@ class CardVerdict:
         return PASS
 
 
-def judge(rows: list[dict], policy: Policy) -> list[CardVerdict]:
+def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None) -> list[CardVerdict]:
+    """Verdicts per card; `db` as in judge_check (loaded once here)."""
+    db = db if db is not None else specs.load()
     cards: dict[str, list[dict]] = {}
     for r in rows:
         cards.setdefault(card_key(r, False), []).append(r)
@@ -360,7 +375,7 @@ def judge(rows: list[dict], policy: Policy) -> list[CardVerdict]:
         label = f"{where} {first['device_name']}" + (f" ({first['device_uuid']})" if first["device_uuid"] else "")
         if first["device_serial"]:
             label += f" serial {first['device_serial']}"
-        results = [judge_check(c, card_rows) for c in policy.checks if c.enabled] + health_checks(policy, card_rows)
+        results = [judge_check(c, card_rows, db) for c in policy.checks if c.enabled] + health_checks(policy, card_rows)
         out.append(CardVerdict(key, label, results))
     return out
 
@@ -454,13 +469,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="from_file", metavar="RESULTS.csv", help="judge an existing run instead of measuring")
     p.add_argument("--out", default="results", help="directory for the run's CSV and the birth certificates")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one test case per check per card")
-    p.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones")
+    p.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones "
+                   "(with --from, the rows are normalized again against them); a figure the file gives is "
+                   "confirmed, so a check against it is judged even where the shipped claim is derived")
 
 
 def accept_main(args) -> int:
     try:
         policy = load_policy(args.policy)
-    except PolicyError as e:
+        db = specs.load(args.specs)
+    except (PolicyError, specs.SpecError) as e:
         print(f"cardbench accept: {e}", file=sys.stderr)
         return EXIT_INCONCLUSIVE
     if args.from_file:
@@ -481,7 +499,11 @@ def accept_main(args) -> int:
     if not res.rows:
         print(f"cardbench accept: {path}: no measurements to judge", file=sys.stderr)
         return EXIT_INCONCLUSIVE
-    verdicts = judge(res.rows, policy)
+    if args.from_file and args.specs:
+        from .report import renormalize  # the one rule report uses for --specs on a stored run
+
+        renormalize([res], db)
+    verdicts = judge(res.rows, policy, db)
     print(f"\nacceptance ({policy.origin}), judging {path}" + ("" if res.complete else " (an incomplete run)"))
     print(render(verdicts))
     if args.junit:

@@ -1,8 +1,12 @@
 """Spec-sheet database: what each card's vendor claims, with sources, and what a measurement is compared with.
 
-The data is `bench/core/specs.toml` (shipped with the package, transcribed from research/SPECS.md)
-plus an optional user file of the same layout (`--specs FILE`). Every figure has a unit and a
-source; a figure no source supports is absent.
+The data is `bench/core/specs.toml` (shipped with the package) plus an optional user file of the
+same layout (`--specs FILE`). Every figure has a unit and a source (a public document: vendor
+datasheet, whitepaper, product page or public repository file, with its URL); a figure no source
+supports is absent. A figure's `confidence` is "official" (printed by the vendor), "derived"
+(arithmetic from printed figures, formula in its note; `cardbench accept` does not pass or fail a
+card on it until a user file confirms it) or "disputed" (documents disagree; the other value is
+in its note).
 
 Figure vocabulary (key: allowed units: meaning)
     sm_count: count: streaming multiprocessors
@@ -81,6 +85,10 @@ _RATES = {"B/s": ("bytes", 1.0), "MB/s": ("bytes", 1e6), "GB/s": ("bytes", 1e9),
           "GOPS": ("ops", 1e9), "TOPS": ("ops", 1e12), "POPS": ("ops", 1e15)}
 _PCI_ID = re.compile(r"0x[0-9a-fA-F]{4}")
 NVIDIA_VENDOR_ID = 0x10DE
+# NVML names a MIG slice after its card plus the profile: "NVIDIA H200 MIG 1g.18gb",
+# "NVIDIA A100-SXM4-40GB MIG 1c.2g.10gb", "NVIDIA H100 80GB HBM3 MIG 1g.10gb+me".
+_MIG_SLICE = re.compile(r"\bMIG\s+(?:\d+c\.)?\d+g\.\d+gb", re.IGNORECASE)
+MIG_NO_ENTRY = "MIG slice: normalized against nothing unless a spec entry names this slice"
 
 
 class SpecError(ValueError):
@@ -158,6 +166,8 @@ class SpecDB:
         When the name and the id point to different entries the name wins: the driver derives
         the name from the full PCI id (device and subsystem), so it is the finer of the two;
         one device id can carry several products (GH200 480GB and 120GB share 0x2342).
+        A MIG slice ("NVIDIA H200 MIG 1g.18gb") reports its card's PCI id but has a fraction
+        of its SMs and memory: only an entry naming the slice matches it, never the id.
         """
         name = (nvml_name or "").strip()
         if name:
@@ -167,6 +177,8 @@ class SpecDB:
             for e in self.entries:
                 if name in e.aliases:
                     return e
+            if mig_slice(name):
+                return None
         device = pci_device(pci_device_id)
         if device is None:
             return None
@@ -331,7 +343,7 @@ def _entry(label: str, origin: str, raw: dict, index: int, sources: dict, defaul
         if key not in ENTRY_KEYS and key not in TEXT_KEYS and key not in FIGURES:
             close = difflib.get_close_matches(key, [*ENTRY_KEYS, *TEXT_KEYS, *FIGURES], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise SpecError(label, f"unknown field{hint} (figures: see the top of bench/specs.py)", where, key)
+            raise SpecError(label, f"unknown field{hint} (figures: see the top of bench/core/specs.py)", where, key)
     pci = _strings(label, where, "pci_device_ids", raw.get("pci_device_ids"))
     for p in pci:
         if not _PCI_ID.fullmatch(p):
@@ -451,10 +463,32 @@ def columns_for(row: dict, entry: Entry | None) -> dict[str, object]:
     All of them where the database holds the row's claim (memory, matmul). Where a
     family normalizes against something else (transfers and collectives against the
     link), its own figures stay and only the matched entry's name is filled in.
+    A row measured on a MIG slice that no entry names also gets the reason in `message`.
     """
     if claim_key(str(row.get("family", "")), str(row.get("benchmark", "")), str(row.get("dtype", ""))) is None:
         return {} if row.get("spec_entry") or entry is None else {"spec_entry": entry.name}
-    return normalize(row, entry)
+    out = normalize(row, entry)
+    message = str(row.get("message") or "")
+    if entry is None and mig_slice(str(row.get("device_name") or "")) and MIG_NO_ENTRY not in message:
+        out["message"] = f"{message}; {MIG_NO_ENTRY}" if message else MIG_NO_ENTRY
+    return out
+
+
+def mig_slice(nvml_name: str) -> bool:
+    """Whether NVML's device name is a MIG slice ("NVIDIA H200 MIG 1g.18gb"), not a whole card."""
+    return bool(_MIG_SLICE.search(nvml_name or ""))
+
+
+def claim_figure(row: dict, db: SpecDB) -> Figure | None:
+    """The figure `db` holds for the claim a results row was normalized against (its
+    spec_entry and spec_figure columns); None when the row has none or `db` lacks it."""
+    entry = db.find(str(row.get("spec_entry") or "")) if row.get("spec_entry") else None
+    return entry.figures.get(str(row.get("spec_figure") or "")) if entry else None
+
+
+def unconfirmed_derived(fig: Figure | None) -> bool:
+    """A claim no vendor document prints and no user file confirms: not a pass/fail bar."""
+    return fig is not None and fig.confidence == "derived" and fig.origin == "shipped"
 
 
 def _float(text) -> float | None:
@@ -513,7 +547,8 @@ def cross_check(entry: Entry | None, identity: dict[str, str]) -> str | None:
     """A warning when what NVML reports disagrees with the entry; None when it agrees or cannot tell.
 
     Memory bandwidth: the peak derived from NVML (max memory clock x bus width x 2) against the
-    spec, more than 5% apart (the B200's driver went from 8192 to 7680 bits, METHOD.md 1.3).
+    spec, more than 5% apart (recent B200 drivers report a 7680-bit bus where older ones
+    reported 8192, https://github.com/pytorch/ao/issues/4002).
     Memory size: NVML's total more than 10% from the spec's GB read as 1e9 and as 2^30 bytes
     (sheets mix the two, and drivers keep some back): a sign the card matched the wrong entry.
     """
@@ -558,12 +593,22 @@ def unknown_card_message(name: str, pci_device_id: str = "") -> str:
     """What to tell the user when no entry matches: why the columns are empty, and a file to start from."""
     name = name.strip() or "my card"
     device = pci_device(pci_device_id) if pci_device_id else None
-    pci = f" (PCI device 0x{device:04X})" if device is not None else ""
-    lines = [
-        f"no spec entry for {name!r}{pci}: the run works, the spec columns (spec_value, pct_of_spec) stay empty.",
-        "To add the card, save the lines below to a file, fill in the figures from the vendor's datasheet",
-        "(dense tensor figures, not the with-sparsity ones), and pass it with --specs FILE.",
-        "`cardbench specs NAME` shows a similar card's entry; bench/specs.py lists every figure key.",
+    if mig_slice(name):  # its PCI id is the whole card's: a slice entry must not list it
+        lines = [
+            f"{MIG_NO_ENTRY}: {name!r} has a share of its card's SMs and memory, so the card's peak figures",
+            "do not apply to it and the spec columns (spec_value, pct_of_spec) stay empty. To normalize",
+            "against the slice, save the lines below to a file with the slice's own figures and pass --specs FILE.",
+        ]
+        device = None
+    else:
+        pci = f" (PCI device 0x{device:04X})" if device is not None else ""
+        lines = [
+            f"no spec entry for {name!r}{pci}: the run works, the spec columns (spec_value, pct_of_spec) stay empty.",
+            "To add the card, save the lines below to a file, fill in the figures from the vendor's datasheet",
+            "(dense tensor figures, not the with-sparsity ones), and pass it with --specs FILE.",
+        ]
+    lines += [
+        "`cardbench specs NAME` shows a similar card's entry; bench/core/specs.py lists every figure key.",
         "",
         "[sources]",
         'MY1 = "vendor datasheet: title and URL"',
@@ -590,7 +635,8 @@ def unknown_card_message(name: str, pci_device_id: str = "") -> str:
 
 # PCIe: GT/s per lane and the share of line bits that carry data. Gen1-2: 8b/10b; Gen3-5:
 # 128b/130b. Gen6 (PAM4, FLIT mode) has no 128b/130b: each 256-byte flit carries 236 bytes of
-# TLP + 6 of DLLP, the rest is CRC and FEC, so 242/256 -> 121 GB/s for x16 (SPECS.md 7.1, S4).
+# TLP + 6 of DLLP, the rest is CRC and FEC, so 242/256 -> 121 GB/s for x16 (the PCIe table of
+# https://github.com/stas00/ml-engineering/blob/744d01e/network/README.md).
 _PCIE = {1: (2.5e9, 8 / 10), 2: (5e9, 8 / 10), 3: (8e9, 128 / 130), 4: (16e9, 128 / 130),
          5: (32e9, 128 / 130), 6: (64e9, 242 / 256)}
 
@@ -630,7 +676,7 @@ def nvlink_link_bytes_per_s(generation: int, db: SpecDB | None = None) -> float 
 def add_arguments(parser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="entry name, alias or NVML name (case-insensitive); without it, list the entries")
-    parser.add_argument("--json", action="store_true", help="print JSON (keys documented in bench/specs.py)")
+    parser.add_argument("--json", action="store_true", help="print JSON (keys documented in bench/core/specs.py)")
     parser.add_argument("--specs", metavar="FILE", help="TOML file of entries that add to or change the shipped ones")
 
 
