@@ -61,7 +61,7 @@ def test_readme_example_side_by_side_claims_with_sources(capsys):
     h100, rtx = r["cards"]
     assert h100["inputs"]["memory"] == {"value": 80e9, "origin": "claimed", "source": "memory_size_gb: S1"}
     assert h100["inputs"]["matmul_bf16"]["value"] == 756.5e12 and rtx["inputs"]["matmul_bf16"]["value"] == 480e12
-    assert rtx["inputs"]["matmul_bf16"]["source"].endswith("disputed")  # the entry's confidence is carried along
+    assert rtx["inputs"]["matmul_bf16"]["source"].endswith("derived")  # the entry's confidence is carried along
     assert h100["inference"]["kv_bytes_per_token"] == 327_680
     # 8 GPUs: the H100 PCIe's NVLink bridge joins a pair only, so the ring runs on PCIe Gen5 x16.
     assert h100["inputs"]["busbw_all_gather"]["value"] == pytest.approx(63.015e9, rel=1e-3)
