@@ -19,8 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..core import specs, telemetry
-from .compare import card_key
-from ..core.results import ResultsFileError, read_results
+from ..core.results import ResultsFileError, card_key, read_results
 
 try:
     import tomllib

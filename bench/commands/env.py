@@ -148,7 +148,7 @@ def render(snap: dict) -> str:
                      and not g["pcie"]["max"].startswith(g["pcie"]["max_slot"] + " ") else "")
                   + f", replays {g['pcie']['replay_count'] if g['pcie']['replay_count'] is not None else '?'}"
                   + (f"  ({g['pcie']['note']})" if g["pcie"]["note"] else ""),
-                  f"  NVLink: " + (f"{g['nvlink']['active']} of {g['nvlink']['active'] + g['nvlink']['down']} links up"
+                  "  NVLink: " + (f"{g['nvlink']['active']} of {g['nvlink']['active'] + g['nvlink']['down']} links up"
                                    if g["nvlink"]["links"] else "none"),
                   f"  NUMA node {g['numa_node'] if g['numa_node'] is not None else '-'}, "
                   f"local CPUs {g['local_cpus'] or '?'}",

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .compare import LOWER_IS_BETTER_UNITS, card_key, speed_ratio_ci, threshold_for, verdict_for
+from ..core.stats import LOWER_IS_BETTER_UNITS, speed_ratio_ci, threshold_for, verdict_for
 from ..core.headline import headlines
-from ..core.results import Results, ResultsFileError, parse_samples, read_results
+from ..core.results import Results, ResultsFileError, card_key, parse_samples, read_results
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 # What a "version change" is: the software and firmware a driver / CUDA / torch update touches.
@@ -30,7 +30,7 @@ VERSION_FIELDS = ("driver_version", "cuda_driver_version", "cuda_runtime_version
 
 @dataclass
 class Step:
-    verdict: str  # "slower" or "faster" (compare.verdict_for)
+    verdict: str  # "slower" or "faster" (stats.verdict_for)
     change_pct: float
     ci_low_pct: float
     ci_high_pct: float
@@ -55,7 +55,7 @@ class Point:
     message: str
     provider: str
     case: str
-    threshold: float  # the change that counts (compare.threshold_for this row)
+    threshold: float  # the change that counts (stats.threshold_for this row)
     versions: dict[str, str]
     changes: list[str] = field(default_factory=list)  # version fields changed since the previous point
     step: Step | None = None
@@ -65,7 +65,7 @@ class Point:
 
 @dataclass
 class Series:
-    card: str  # compare.card_key: UUID, else serial, else host:name
+    card: str  # results.card_key: UUID, else serial, else host:name
     model: str
     host: str
     metric: str  # headline name: "memory copy", "matmul bf16", ...

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import specs
-from .compare import card_key
-from ..core.results import Results, ResultsFileError, read_results
+from ..core.results import Results, ResultsFileError, card_key, read_results
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 DEFAULT_FLEET_MARGIN = 0.05  # ml-engineering: 5%+ spread between healthy GPUs of one node

@@ -34,7 +34,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ..commands.compare import card_key
+from .results import card_key
 from .headline import headlines
 
 CARD_LABELS = ("uuid", "model", "host", "device")
@@ -82,7 +82,7 @@ def registry_for(rows: list[dict[str, str]], verdicts=None, burn: dict[str, dict
     """A CollectorRegistry with every cardbench metric for these rows, verdicts and burn counts.
 
     rows: one run's measurement rows (Results.rows); verdicts: accept's CardVerdict
-    list (`.card` is compare.card_key, `.verdict`, `.results` with `.check`/`.verdict`);
+    list (`.card` is results.card_key, `.verdict`, `.results` with `.check`/`.verdict`);
     burn: {uuid: {"mismatches": n, "memory_errors": n}}; when: the run's start in Unix
     seconds, for cards that have no rows (default: the earliest row, else now).
     """

@@ -311,3 +311,10 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return not math.isnan(value)
+
+
+def card_key(row: dict[str, str], any_card: bool) -> str:
+    """Which card a row belongs to: UUID, else serial, else host and name (CPU mode)."""
+    if any_card:
+        return f"device {row['device_index'] or 'cpu'}"
+    return row["device_uuid"] or row["device_serial"] or f"{row['host']}:{row['device_name']}"

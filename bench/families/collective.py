@@ -23,10 +23,8 @@ smallest size that reaches 80% of it (knee) and the small-message latency.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
