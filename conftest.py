@@ -18,7 +18,7 @@ def pytest_addoption(parser):
     group.addoption("--cardbench-specs", default=None, metavar="FILE",
                     help="TOML spec entries that add to or override the shipped ones")
     group.addoption("--policy", default=None, metavar="FILE",
-                    help="acceptance policy for bench/test_accept.py (default: the shipped bench/policy.toml)")
+                    help="acceptance policy for bench/test_accept.py (default: the shipped bench/commands/policy.toml)")
     group.addoption("--cardbench-from", default=None, metavar="RESULTS.csv",
                     help="bench/test_accept.py judges this results file instead of measuring")
 
@@ -42,22 +42,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _target(config):
-    """The device `pytest bench/` measures, with the spec entry it matched."""
-    from bench.core import devices, specs
-
-    cached = getattr(config, "_cardbench_target", None)
+def _run_state(config):
+    """The run `pytest bench/` measures: its device (the first GPU, else the CPU), spec database and state."""
+    cached = getattr(config, "_cardbench_run", None)
     if cached is None:
-        cached = devices.select(config.getoption("--cardbench-device"))[0]
-        db = specs.load(config.getoption("--cardbench-specs"))
-        cached.spec = db.match(cached.identity.get("device_name", ""), cached.identity.get("pci_device_id", ""))
-        config._cardbench_target = cached
+        from bench.commands.run import setup
+        from bench.core.options import RunOptions
+
+        options = RunOptions(device=config.getoption("--cardbench-device"),
+                             profile=config.getoption("--cardbench-profile"),
+                             specs=config.getoption("--cardbench-specs"), argv=("pytest", "bench/"))
+        cached = setup(options)
+        cached.targets = cached.targets[:1]
+        config._cardbench_run = cached
     return cached
 
 
 def pytest_generate_tests(metafunc):
     """A test asking for `<family>_case` runs once per case of that family (bench/test_<family>.py)."""
-    from bench.commands.run import FAMILIES
+    from bench.families import FAMILIES
 
     if "accept_check" in metafunc.fixturenames:
         from bench.commands import accept
@@ -67,13 +70,20 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("accept_check", names)
     for name, family in FAMILIES.items():
         if f"{name}_case" in metafunc.fixturenames:
-            cases = family.cases(_target(metafunc.config), metafunc.config.getoption("--cardbench-profile"))
+            run = _run_state(metafunc.config)
+            cases = family.cases(run.targets[0], run)
             metafunc.parametrize(f"{name}_case", cases, ids=[c.id for c in cases])
 
 
 @pytest.fixture(scope="session")
-def target(request):
-    return _target(request.config)
+def run_state(request):
+    """The RunState every benchmark test of the session shares (tuned configurations, probes, buffers)."""
+    return _run_state(request.config)
+
+
+@pytest.fixture(scope="session")
+def target(run_state):
+    return run_state.targets[0]
 
 
 @pytest.fixture(scope="session")
@@ -87,16 +97,10 @@ def session_rows():
     return []
 
 
-@pytest.fixture(scope="session")
-def tuned():
-    """Triton configurations tuned once per pattern and shared by the session's tests."""
-    return {}
-
-
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Put the card's identity and the software versions in pytest-benchmark's JSON."""
-    from bench.core import telemetry
+    from bench.core import identity
 
-    machine_info["cardbench"] = telemetry.run_identity()
-    target = _target(config)
+    machine_info["cardbench"] = identity.run_identity()
+    target = _run_state(config).targets[0]
     machine_info["cardbench_device"] = {"device": str(target.device), **target.identity}

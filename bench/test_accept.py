@@ -6,13 +6,13 @@ measured (they run first). Run alone, it measures the acceptance profile itself,
 or judges `--cardbench-from RESULTS.csv`. PASS passes, FAIL and INCONCLUSIVE
 fail (a check that could not be measured never passes), N/A is skipped.
 """
-import argparse
 import tempfile
 
 import pytest
 
 from .commands import accept
-from .core import telemetry
+from .core import identity, specs
+from .core.options import RunOptions
 from .core.results import COLUMNS, read_results
 
 
@@ -24,20 +24,20 @@ def acceptance(request, target, session_rows):
     if config.getoption("--cardbench-from"):
         rows = read_results(config.getoption("--cardbench-from")).rows
     elif session_rows:
-        run_fields = telemetry.run_identity()
+        run_fields = identity.run_identity()
         rows = [{**dict.fromkeys(COLUMNS, ""), **run_fields, **{k: "" if v is None else str(v) for k, v in r.items()}}
                 for r in session_rows]
     else:
         from .commands import run
 
         out = tempfile.mkdtemp(prefix="cardbench-accept-")
-        args = argparse.Namespace(device=str(target.device), families=list(run.FAMILIES), profile="quick", out=out,
-                                  specs=config.getoption("--cardbench-specs"), argv=["pytest", "bench/"])
-        _, path = run.execute(args, before_family=accept.idle_gate(policy))
+        options = RunOptions(device=str(target.device), profile="quick", out=out,
+                             specs=config.getoption("--cardbench-specs"), argv=("pytest", "bench/"))
+        _, path = run.execute(options, before_family=accept.idle_gate(policy))
         rows = read_results(path).rows if path else []
     if not rows:
         pytest.fail("INCONCLUSIVE: nothing was measured")
-    by_card = accept.judge(rows, policy)
+    by_card = accept.judge(rows, policy, specs.load(config.getoption("--cardbench-specs")))
     return {r.check: r for r in by_card[0].results}
 
 

@@ -11,6 +11,5 @@ know which rank writes.
 from .frontend import measure_case
 
 
-def test_collective(benchmark, target, collective_case, profile, tuned, session_rows):
-    measure_case(benchmark, "collective", collective_case, f"{collective_case.benchmark}/{collective_case.dtype}",
-                 target, profile, tuned, session_rows)
+def test_collective(benchmark, target, collective_case, run_state, session_rows):
+    measure_case(benchmark, collective_case, target, run_state, session_rows)

@@ -8,6 +8,5 @@ software cannot run is skipped with the reason the capability check gave.
 from .frontend import measure_case
 
 
-def test_matmul(benchmark, target, matmul_case, profile, tuned, session_rows):
-    measure_case(benchmark, "matmul", matmul_case, f"{matmul_case.recipe}/{matmul_case.case}",
-                 target, profile, tuned, session_rows)
+def test_matmul(benchmark, target, matmul_case, run_state, session_rows):
+    measure_case(benchmark, matmul_case, target, run_state, session_rows)

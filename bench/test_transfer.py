@@ -8,6 +8,5 @@ copies with one GPU) are skipped with the reason.
 from .frontend import measure_case
 
 
-def test_transfer(benchmark, target, transfer_case, profile, tuned, session_rows):
-    measure_case(benchmark, "transfer", transfer_case, f"{transfer_case.benchmark}/{transfer_case.case}",
-                 target, profile, tuned, session_rows)
+def test_transfer(benchmark, target, transfer_case, run_state, session_rows):
+    measure_case(benchmark, transfer_case, target, run_state, session_rows)

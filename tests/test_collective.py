@@ -5,7 +5,6 @@ joined mode under torchrun, a rank that dies or hangs, and the planning a GPU ma
 Every test that starts processes is bounded: the family's own timeouts end a stuck job,
 and the subprocess calls have a timeout on top.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -17,10 +16,13 @@ import pytest
 import torch
 
 from bench.commands import accept
-from bench.families import collective, memory
-from bench.core import launch, specs, timing
+from bench.core import launch, normalize, specs, timing
 from bench.core.devices import Target, cpu_target
+from bench.core.options import RunOptions
 from bench.core.results import read_results
+from bench.core.units import human_bytes
+from bench.families import collective, collective_worker, memory
+from helpers import make_run, measure, shipped_db
 
 REPO = Path(__file__).resolve().parent.parent
 KIB = 2**10
@@ -38,13 +40,11 @@ def small_sweep(monkeypatch):
     for name in ("WORLD_SIZE", "RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
     yield
-    collective._settings.update(targets=None, ranks=2, timeout_s=launch.DEFAULT_TIMEOUT_S)
 
 
 def run_family(target: Target, ranks: int, timeout_s: float = 60, targets=None) -> list[dict]:
-    collective.prepare(targets or [target], argparse.Namespace(ranks=ranks, collective_timeout=timeout_s))
-    tuned: dict = {}
-    return [collective.run_case(target, c, "quick", tuned) for c in collective.cases(target, "quick")]
+    run = make_run(targets or [target], ranks=ranks, collective_timeout_s=timeout_s)
+    return [measure(collective, target, c, run) for c in collective.cases(target, run)]
 
 
 # ---------------------------------------------------------------- formulas and checks
@@ -69,7 +69,7 @@ def simulate(benchmark: str, n: int, count: int, dtype: str) -> list[torch.Tenso
     inputs = []
     for r in range(n):
         t = torch.empty(count // n if benchmark == "all_gather" else count, dtype=dt)
-        collective.fill_inputs(benchmark, t, r, n)
+        collective_worker.fill_inputs(benchmark, t, r, n)
         inputs.append(t)
     if benchmark == "all_gather":
         return [torch.cat(inputs) for _ in range(n)]
@@ -84,20 +84,20 @@ def simulate(benchmark: str, n: int, count: int, dtype: str) -> list[torch.Tenso
 @pytest.mark.parametrize("which", collective.BENCHMARKS)
 def test_right_results_pass_the_check_exactly_and_wrong_ones_fail(which, dtype, n):
     outs = simulate(which, n, 4 * n, dtype)
-    assert [collective.count_wrong(which, o, r, n, dtype) for r, o in enumerate(outs)] == [0] * n
+    assert [collective_worker.count_wrong(which, o, r, n, dtype) for r, o in enumerate(outs)] == [0] * n
     bad = outs[-1].clone()
     bad[1] += 1  # one element off by one: the sums are exact, so it shows
-    assert collective.count_wrong(which, bad, n - 1, n, dtype) == 1
+    assert collective_worker.count_wrong(which, bad, n - 1, n, dtype) == 1
     if which == "all_gather":  # chunks in the wrong order show
-        assert collective.count_wrong(which, outs[0].flip(0), 0, n, dtype) > 0
+        assert collective_worker.count_wrong(which, outs[0].flip(0), 0, n, dtype) > 0
     if which == "reduce_scatter":  # rank 1's chunk delivered to rank 0 shows
-        assert collective.count_wrong(which, outs[1], 0, n, dtype) == outs[1].numel()
+        assert collective_worker.count_wrong(which, outs[1], 0, n, dtype) == outs[1].numel()
 
 
 def test_all_reduce_sum_is_n_times_n_plus_one_over_two():
     (out, *_) = simulate("all_reduce", 4, 8, "bf16")
     assert out.tolist() == [10.0] * 8  # ranks send 1, 2, 3, 4
-    assert "10" in collective.expected_text("all_reduce", 0, 4)
+    assert "10" in collective_worker.expected_text("all_reduce", 0, 4)
 
 
 # ---------------------------------------------------------------- launch plumbing
@@ -208,32 +208,6 @@ def test_torchrun_joined_job_writes_one_csv_from_local_rank_0(tmp_path):
 # ---------------------------------------------------------------- failures
 
 
-def _exit_early_worker(ctx, payload):
-    """Rank 1 exits with code 3 when it reaches the all-gather steps."""
-    if ctx.rank == 1:
-        real = ctx.progress
-
-        def progress(label):
-            if label.startswith("all_gather"):
-                os._exit(3)
-            real(label)
-        ctx.progress = progress
-    collective.worker(ctx, payload)
-
-
-def _hanging_worker(ctx, payload):
-    """Rank 1 stops answering when it reaches the all-gather steps."""
-    if ctx.rank == 1:
-        real = ctx.progress
-
-        def progress(label):
-            if label.startswith("all_gather"):
-                time.sleep(600)
-            real(label)
-        ctx.progress = progress
-    collective.worker(ctx, payload)
-
-
 def _worker_children() -> list[int]:
     """Worker processes this test process started that are still alive."""
     out = []
@@ -252,14 +226,14 @@ def test_a_rank_that_exits_ends_the_family_naming_it_and_the_run_keeps_other_row
                                                                                    tmp_path):
     from bench.commands import run
 
-    monkeypatch.setattr(collective, "WORKER", "tests.test_collective:_exit_early_worker")
+    monkeypatch.setattr(collective, "WORKER", "tests.fake_workers:exit_early_worker")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setattr(memory, "L2_FACTOR", 0)  # a 4 MiB memory plateau: the family only has to run
     monkeypatch.setattr(memory, "CPU_PLATEAU_MIN", 4 * 2**20)
-    args = argparse.Namespace(device="cpu", families=["collective", "memory"], profile="quick", out=str(tmp_path),
-                              specs=None, argv=["run"], ranks=2, collective_timeout=60)
+    options = RunOptions(device="cpu", families=("collective", "memory"), out=str(tmp_path), argv=("run",),
+                         ranks=2, collective_timeout_s=60)
     t0 = time.monotonic()
-    code, path = run.execute(args)
+    code, path = run.execute(options)
     assert time.monotonic() - t0 < 120
     res = read_results(path)
     assert code == 1 and res.complete
@@ -276,7 +250,7 @@ def test_a_rank_that_exits_ends_the_family_naming_it_and_the_run_keeps_other_row
 
 
 def test_a_rank_that_hangs_is_named_after_the_timeout_and_no_process_is_left(small_sweep, monkeypatch):
-    monkeypatch.setattr(collective, "WORKER", "tests.test_collective:_hanging_worker")
+    monkeypatch.setattr(collective, "WORKER", "tests.fake_workers:hanging_worker")
     t0 = time.monotonic()
     rows = run_family(cpu_target(), ranks=2, timeout_s=8)
     assert time.monotonic() - t0 < 60
@@ -310,42 +284,45 @@ def test_one_gpu_gives_skipped_rows_that_accept_calls_not_applicable(small_sweep
 
 def test_several_gpus_form_one_group_with_rows_on_the_first(small_sweep):
     gpus = [fake_gpu(i) for i in range(4)]
-    collective.prepare(gpus, argparse.Namespace(ranks=2, collective_timeout=60))
-    lead = collective.cases(gpus[0], "quick")
+    run = make_run(gpus, ranks=2, collective_timeout_s=60)
+    lead = collective.cases(gpus[0], run)
     assert len(lead) == 3 * 2 * (len(collective.GPU_SIZES["quick"]) + 1)
     assert {c.provider for c in lead} == {"nccl"}
     assert collective.GPU_SIZES["quick"][-1] >= 2**30 and collective.GPU_SIZES["full"][-1] >= 2**30
-    other = collective.cases(gpus[2], "quick")
-    assert [c.case for c in other] == ["group"] * 3
-    row = collective.run_case(gpus[2], other[0], "quick", {})
+    other = collective.cases(gpus[2], run)
+    assert [c.name for c in other] == ["group"] * 3
+    row = measure(collective, gpus[2], other[0], run)
     assert row["status"] == "skipped" and "one group of 4 ranks" in row["message"] and "cuda:0" in row["message"]
 
 
-def fake_outcome(n: int, nvls: bool, link: dict) -> collective.Outcome:
+def fake_sweep(n: int, nvls: bool, info: dict) -> collective.Sweep:
     records = {}
     for k, size in enumerate(collective.GPU_SIZES["quick"]):
-        case = f"size-{collective.human_bytes(size)}"
+        case = f"size-{human_bytes(size)}"
         t = 1e-5 + size / 200e9  # a 10 us latency and 200 GB/s algbw
         records[("all_reduce", "bf16", case)] = {
             "key": ["all_reduce", "bf16", case], "size_bytes": size, "elements": size // 2, "status": "ok",
             "samples_s": [t * 0.99, t, t * 1.01], "timer": "cuda_events+hold", "ops": 3, "warmup_ops": 5}
-    return collective.Outcome(records, "", {"world_size": n, "nodes": 1}, link, nvls)
+    return collective.Sweep({**info, "world_size": n, "nodes": 1}, nvls, records, done=True)
 
 
 def test_busbw_is_normalized_against_nvlink_per_direction_and_nvls_is_noted(small_sweep, monkeypatch):
     gpus = [fake_gpu(i) for i in range(8)]
-    collective.prepare(gpus, argparse.Namespace(ranks=2, collective_timeout=60))
+    run = make_run(gpus, ranks=2, collective_timeout_s=60)
     monkeypatch.setattr(collective, "nvlink_state", lambda index: (18, True))
     monkeypatch.setattr(collective, "_nccl_version", lambda: (2, 27, 3))
-    g = collective.group_for(gpus[0])
-    link, nvls = collective._link_facts(gpus[0], g)
-    assert link["spec_value"] == 450.0 and link["spec_figure"] == "nvlink_per_direction" and nvls
+    g = collective.group_for(gpus[0], run)
+    info, nvls = collective._info(g, gpus[0])
+    assert info["nvlinks_active"] == 18 and info["nodes"] == 1 and nvls
     monkeypatch.setattr(collective, "_nccl_available", lambda: True)
-    tuned = {collective.SWEEP_KEY: fake_outcome(8, nvls, link)}
-    rows = [collective.run_case(gpus[0], c, "quick", tuned) for c in collective.cases(gpus[0], "quick")
+    state = collective.State(run)
+    state.sweep = fake_sweep(8, nvls, info)
+    run.family_states["collective"] = state
+    rows = [measure(collective, gpus[0], c, run) for c in collective.cases(gpus[0], run)
             if c.benchmark == "all_reduce" and c.dtype == "bf16"]
     peak = rows[-1]
     assert peak["case"] == "peak" and peak["status"] == "ok"
+    assert peak["spec_value"] == 450.0 and peak["spec_figure"] == "nvlink_per_direction"
     size = collective.GPU_SIZES["quick"][-1]
     busbw = size * 1.75 / (1e-5 + size / 200e9) / 1e9
     assert peak["value"] == pytest.approx(busbw) and peak["pct_of_spec"] == pytest.approx(100 * busbw / 450)
@@ -360,7 +337,10 @@ def test_busbw_is_normalized_against_nvlink_per_direction_and_nvls_is_noted(smal
     # Across nodes the bottleneck is the network: no NVLink claim then.
     monkeypatch.setattr(collective.launch, "joined_job", lambda env=None: launch.Job(
         0, 16, 0, 8, 2, "n1", 29400, "torchrun", "x", True))
-    assert collective._link_facts(gpus[0], collective.group_for(gpus[0]))[0] == {}
+    across, _ = collective._info(collective.group_for(gpus[0], run), gpus[0])
+    assert across["nodes"] == 2
+    two_nodes = dict(text_rows[-1], params=json.dumps({**p, "nodes": across["nodes"]}))
+    assert normalize.columns(two_nodes, gpus[0].spec, shipped_db())["spec_value"] == ""
 
 
 # ---------------------------------------------------------------- on a GPU

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.commands import env
-from bench.core import telemetry, topology
+from bench.core import nvml, topology
 from test_telemetry import install
 from test_topology import machine_nvml
 
@@ -25,7 +25,7 @@ def cardbench(*args):
 @pytest.fixture
 def no_driver(monkeypatch):
     install(monkeypatch, None)  # the real binding, tried afresh as a new `cardbench env` process does
-    if telemetry.nvml_available():
+    if nvml.available():
         pytest.skip("an NVIDIA driver is present here")
 
 
@@ -123,11 +123,11 @@ def test_render_a_pcie_box_names_refused_peer_access(monkeypatch):
 def test_render_an_nvlink_pair_and_json_main(monkeypatch, capsys):
     install(monkeypatch, machine_nvml("h100_nvl_pair"))
     monkeypatch.setattr(env, "_cuda_indices", lambda: {})
-    assert env.env_main(types.SimpleNamespace(json=True)) == 0
+    assert env.main(types.SimpleNamespace(json=True)) == 0
     snap = json.loads(capsys.readouterr().out)
     assert [p["path"] for p in snap["pairs"]] == ["NV12", "NV12"]
     assert snap["pairs"][0]["description"] == "NVLink, 12 links"
-    assert env.env_main(types.SimpleNamespace(json=False)) == 0
+    assert env.main(types.SimpleNamespace(json=False)) == 0
     assert "GPU1 (not visible to CUDA): NVIDIA H100 NVL" in capsys.readouterr().out
 
 

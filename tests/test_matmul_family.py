@@ -6,10 +6,24 @@ import json
 import pytest
 import torch
 
-from bench.families import matmul
-from bench.core import specs
+from bench.core import harness, normalize, specs
 from bench.core.devices import Target
-from bench.families.matmul import Case
+from bench.families import matmul
+from helpers import make_run
+
+
+def Case(recipe, provider, name, shape, fast_accum=False, target=None):
+    """A matmul case as the family plans it (units of a GPU unless `target` says otherwise)."""
+    return matmul.make_case(target or gpu_like(), recipe, provider, name, shape, fast_accum)
+
+
+def run_case(target, case, profile="quick", state=None):
+    """One case through the harness on `target` (in that target's units), sharing `state` if given."""
+    case = matmul.make_case(target, case.spec.recipe, case.provider, case.name, case.spec.shape, case.spec.fast_accum)
+    run = make_run([target], profile)
+    if state is not None:
+        run.family_states["matmul"] = state
+    return harness.run_case(matmul, target, case, run)
 
 
 def gpu_like(cc="9.0", sm_count=132, spec=None):
@@ -33,26 +47,26 @@ def h100_spec():
 
 
 def test_quick_plans_fixed_shapes_full_adds_one_searched_best_per_recipe():
-    quick = matmul.cases(gpu_like(), "quick")
-    assert {c.shape for c in quick} == set(matmul.GPU_SHAPES) and (8192, 8192, 8192) in matmul.GPU_SHAPES
+    quick = matmul.cases(gpu_like(), make_run([], "quick"))
+    assert {c.spec.shape for c in quick} == set(matmul.GPU_SHAPES) and (8192, 8192, 8192) in matmul.GPU_SHAPES
     assert len({c.id for c in quick}) == len(quick)
-    assert {(c.recipe, c.provider) for c in quick} == (
+    assert {(c.spec.recipe, c.provider) for c in quick} == (
         {(r, "torch") for r in matmul.RECIPES} | {(r, "triton") for r in ("bf16", "fp16", "fp8", "mxfp4")})
-    fp8 = [c for c in quick if c.recipe == "fp8" and c.provider == "torch"]
-    assert sorted(c.fast_accum for c in fp8) == [False] * 3 + [True] * 3
-    assert all(c.case.endswith("-fastacc") == c.fast_accum for c in fp8)
+    fp8 = [c for c in quick if c.spec.recipe == "fp8" and c.provider == "torch"]
+    assert sorted(c.spec.fast_accum for c in fp8) == [False] * 3 + [True] * 3
+    assert all(c.name.endswith("-fastacc") == c.spec.fast_accum for c in fp8)
     # bf16 first: the fp8 and fp4 rows compare themselves with the bf16 row of their shape
-    order = [c.recipe for c in quick]
+    order = [c.spec.recipe for c in quick]
     assert order.index("fp8") > max(i for i, r in enumerate(order) if r == "bf16")
-    best = [c for c in matmul.cases(gpu_like(), "full") if c.shape is None]
-    assert {c.recipe for c in best} == set(matmul.RECIPES) and {c.provider for c in best} == {"torch"}
-    assert {c.case for c in best} == {"best", "best-fastacc"}
+    best = [c for c in matmul.cases(gpu_like(), make_run([], "full")) if c.spec.shape is None]
+    assert {c.spec.recipe for c in best} == set(matmul.RECIPES) and {c.provider for c in best} == {"torch"}
+    assert {c.name for c in best} == {"best", "best-fastacc"}
     with pytest.raises(ValueError):
-        matmul.cases(gpu_like(), "fast")
+        matmul.cases(gpu_like(), make_run([], "fast"))
 
 
 def test_cpu_shapes_are_small():
-    shapes = {c.shape for c in matmul.cases(cpu(), "quick")}
+    shapes = {c.spec.shape for c in matmul.cases(cpu(), make_run([], "quick"))}
     assert shapes == set(matmul.CPU_SHAPES) and all(max(s) <= 2048 for s in shapes)
 
 
@@ -64,10 +78,10 @@ def test_flops_are_two_per_multiply_add_and_units_fit_the_spec_figures():
     assert matmul.unit_and_scale(cpu(), "fp32") == ("GFLOP/s", 1e9, "FLOP")
     # every recipe's dtype has a dense figure to be normalized against
     for name in matmul.RECIPES:
-        key = specs.claim_key("matmul", name, name)
+        key = normalize.claim_key("matmul", name, name)
         assert key is not None and "sparse" not in key
     row = {"family": "matmul", "benchmark": "int8", "dtype": "int8", "unit": "TOPS", "status": "ok", "value": 990.0}
-    assert specs.normalize(row, h100_spec())["pct_of_spec"] == pytest.approx(50.0, rel=1e-3)
+    assert normalize.spec_claim_columns(row, h100_spec())["pct_of_spec"] == pytest.approx(50.0, rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -125,7 +139,7 @@ def test_cpu_reasons_for_tensor_core_only_formats():
 def test_passing_the_static_check_is_not_enough_the_trial_call_decides():
     """A card claiming compute capability 10.0 passes the static check; the trial call then runs
     (here it cannot: no CUDA) and its failure is what the row says."""
-    row = matmul.run_case(gpu_like("10.0"), Case("nvfp4", "torch", "256x256x256", (256,) * 3), "quick", {})
+    row = run_case(gpu_like("10.0"), Case("nvfp4", "torch", "256x256x256", (256,) * 3), "quick")
     assert row["status"] == "unsupported"
     assert row["message"].startswith("the trial call at 128x128x128 raised:")
     assert "value" not in row
@@ -134,11 +148,11 @@ def test_passing_the_static_check_is_not_enough_the_trial_call_decides():
 def test_the_verdict_is_cached_per_recipe_provider_and_accumulation(monkeypatch):
     calls = []
     monkeypatch.setattr(matmul, "trial", lambda target, case, tuned: calls.append(case) or matmul.Probe("ok"))
-    tuned, t = {}, gpu_like("9.0")
+    tuned, t = matmul.State(), gpu_like("9.0")
     for case in (Case("fp8", "torch", "a", (256,) * 3), Case("fp8", "torch", "b", (512,) * 3),
                  Case("fp8", "torch", "a-fastacc", (256,) * 3, True), Case("fp8", "triton", "a", (256,) * 3)):
         assert matmul.probe(t, case, tuned).status == "ok"
-    assert [(c.provider, c.fast_accum) for c in calls] == [("torch", False), ("torch", True), ("triton", False)]
+    assert [(c.provider, c.spec.fast_accum) for c in calls] == [("torch", False), ("torch", True), ("triton", False)]
     matmul.probe(t, Case("mxfp4", "torch", "a", (256,) * 3), tuned)  # static: no trial
     assert len(calls) == 3
 
@@ -149,10 +163,10 @@ def test_the_verdict_is_cached_per_recipe_provider_and_accumulation(monkeypatch)
 
 def test_cpu_rows_are_flop_over_median_time(monkeypatch):
     monkeypatch.setattr(matmul, "CPU_MAX_CALL_S", 1e9)  # time whatever runs, however slowly
-    tuned = {}
+    tuned = matmul.State()
     for recipe in ("fp32", "bf16"):
         case = Case(recipe, "torch", "256x128x512", (256, 128, 512))
-        row = matmul.run_case(cpu(), case, "quick", tuned)
+        row = run_case(cpu(), case, "quick", tuned)
         assert row["status"] == "ok", row["message"]
         assert row["family"] == "matmul" and row["benchmark"] == row["dtype"] == recipe
         assert row["unit"] == "GFLOP/s" and row["work_unit"] == "FLOP" and row["metric"] == "throughput"
@@ -162,12 +176,12 @@ def test_cpu_rows_are_flop_over_median_time(monkeypatch):
         params = json.loads(row["params"])
         assert (params["m"], params["n"], params["k"]) == (256, 128, 512)
         assert params["layout"].startswith("A row-major")
-    assert tuned[matmul._value_key(cpu(), "torch", "bf16", "256x128x512")] > 0  # kept for the fp8 comparison
+    assert tuned.values[matmul._value_key(cpu(), "torch", "bf16", "256x128x512")] > 0  # kept for the fp8 comparison
 
 
 def test_cpu_fp8_runs_where_torch_has_a_cpu_scaled_mm(monkeypatch):
     monkeypatch.setattr(matmul, "CPU_MAX_CALL_S", 1e9)
-    rows = [matmul.run_case(cpu(), Case("fp8", "torch", c, (128, 128, 256), fast), "quick", {})
+    rows = [run_case(cpu(), Case("fp8", "torch", c, (128, 128, 256), fast), "quick")
             for c, fast in (("128x128x256", False), ("128x128x256-fastacc", True))]
     for row in rows:
         if row["status"] == "unsupported":  # the trial decides; say why if this torch has none
@@ -178,15 +192,15 @@ def test_cpu_fp8_runs_where_torch_has_a_cpu_scaled_mm(monkeypatch):
 
 
 def test_cpu_waives_what_it_cannot_or_should_not_time(monkeypatch):
-    t, tuned = cpu(), {}
-    triton_row = matmul.run_case(t, Case("bf16", "triton", "x", (256,) * 3), "quick", tuned)
+    t, tuned = cpu(), matmul.State()
+    triton_row = run_case(t, Case("bf16", "triton", "x", (256,) * 3), "quick", tuned)
     assert triton_row["status"] == "skipped" and "TRITON_INTERPRET" in triton_row["message"]
-    fp4 = matmul.run_case(t, Case("nvfp4", "torch", "x", (256,) * 3), "quick", tuned)
+    fp4 = run_case(t, Case("nvfp4", "torch", "x", (256,) * 3), "quick", tuned)
     assert fp4["status"] == "unsupported" and "FP4" in fp4["message"]
     # a dtype with no fast CPU kernel (fp16 on many hosts runs ~1000x slower) is skipped, with the numbers
     rates = {"fp32": 100.0, "fp16": 0.1}
-    monkeypatch.setattr(matmul, "_cpu_rate", lambda target, case, api: rates[case.recipe])
-    slow = matmul.run_case(t, Case("fp16", "torch", "x", (256,) * 3), "quick", tuned)
+    monkeypatch.setattr(matmul, "_cpu_rate", lambda target, case, api: rates[case.spec.recipe])
+    slow = run_case(t, Case("fp16", "torch", "x", (256,) * 3), "quick", tuned)
     assert slow["status"] == "skipped"
     assert slow["message"].startswith("fp16 matmul on this CPU runs at 0.10 GFLOP/s (fp32: 100.0 GFLOP/s): one "
                                       "1024x1024x1024 call would take 21.5 s")
@@ -202,11 +216,11 @@ def test_wrong_results_are_caught_before_timing(monkeypatch):
         return out.mul_(1.001) if a.shape[0] > 128 else out
 
     monkeypatch.setattr(matmul_ref, "mm", off_for_big)
-    row = matmul.run_case(cpu(), Case("fp32", "torch", "256x256x256", (256,) * 3), "quick", {})
+    row = run_case(cpu(), Case("fp32", "torch", "256x256x256", (256,) * 3), "quick")
     assert row["status"] == "wrong" and "value" not in row
     assert "relative error" in row["message"] and "tolerance 0.0001" in row["message"]
     monkeypatch.setattr(matmul_ref, "mm", lambda a, b, out, tf32=False: out.zero_())
-    row = matmul.run_case(cpu(), Case("fp32", "torch", "256x256x256", (256,) * 3), "quick", {})
+    row = run_case(cpu(), Case("fp32", "torch", "256x256x256", (256,) * 3), "quick")
     assert row["status"] == "wrong" and row["message"].startswith("the trial call at 128x128x128 gives wrong results")
 
 
@@ -217,7 +231,7 @@ def test_a_call_that_raises_in_the_trial_is_unsupported(monkeypatch):
         raise NotImplementedError("no FP8 kernel for this backend")
 
     monkeypatch.setattr(matmul_ref, "scaled_mm_fp8", no_fp8)
-    row = matmul.run_case(cpu(), Case("fp8", "torch", "x", (256,) * 3), "quick", {})
+    row = run_case(cpu(), Case("fp8", "torch", "x", (256,) * 3), "quick")
     assert row["status"] == "unsupported" and "no FP8 kernel for this backend" in row["message"]
 
 
@@ -226,7 +240,7 @@ def test_full_profile_search_reports_the_best_shape_as_its_own_row(monkeypatch):
     monkeypatch.setattr(matmul, "SEARCH_DIMS", {"cuda": (2048,), "cpu": (256, 512)})
     monkeypatch.setattr(matmul, "SEARCH_KS", {"cuda": (4096,), "cpu": (256,)})
     monkeypatch.setattr(matmul, "SEARCH_MAX", {"cuda": 2048, "cpu": 512})
-    row = matmul.run_case(cpu(), Case("fp32", "torch", "best", None), "full", {})
+    row = run_case(cpu(), Case("fp32", "torch", "best", None), "full")
     assert row["status"] == "ok", row["message"]
     params = json.loads(row["params"])
     search = params["search"]
@@ -241,14 +255,14 @@ def test_full_profile_search_reports_the_best_shape_as_its_own_row(monkeypatch):
 
 
 def test_fp8_not_clearly_faster_than_bf16_is_flagged_where_the_spec_says_it_should_be():
-    t, tuned = gpu_like(spec=h100_spec()), {}
-    tuned[matmul._value_key(t, "torch", "bf16", "8192x8192x8192")] = 700.0
+    t, tuned = gpu_like(spec=h100_spec()), matmul.State()
+    tuned.values[matmul._value_key(t, "torch", "bf16", "8192x8192x8192")] = 700.0
     case = Case("fp8", "torch", "8192x8192x8192-fastacc", (8192,) * 3, True)
-    note = matmul.emulation_note(t, case, 720.0, tuned)
+    note = matmul.emulation_note(t, case, 720.0, tuned.values)
     assert note.startswith("not clearly faster than bf16 (1.03x at this shape; the spec claims 2.0x)")
-    assert matmul.emulation_note(t, case, 1300.0, tuned) == ""
-    assert matmul.emulation_note(gpu_like(spec=None), case, 720.0, tuned) == ""  # unknown card: no claim
-    assert matmul.emulation_note(t, Case("fp16", "torch", "8192x8192x8192", (8192,) * 3), 100.0, tuned) == ""
+    assert matmul.emulation_note(t, case, 1300.0, tuned.values) == ""
+    assert matmul.emulation_note(gpu_like(spec=None), case, 720.0, tuned.values) == ""  # unknown card: no claim
+    assert matmul.emulation_note(t, Case("fp16", "torch", "8192x8192x8192", (8192,) * 3), 100.0, tuned.values) == ""
 
 
 def test_claimed_ratios_come_from_the_dense_figures():
@@ -297,7 +311,7 @@ def test_out_of_memory_at_a_fixed_shape_retries_smaller_and_says_so(monkeypatch)
         return real(target, case, shape, **kw)
 
     monkeypatch.setattr(matmul, "build", small_card)
-    row = matmul.run_case(cpu(), Case("fp32", "torch", "2048x2048x256", (2048, 2048, 256)), "quick", {})
+    row = run_case(cpu(), Case("fp32", "torch", "2048x2048x256", (2048, 2048, 256)), "quick")
     assert row["status"] == "ok"
     assert row["message"].startswith("out of memory at 2048x2048x256: measured at 1024x1024x256")
     assert row["work"] == 2 * 1024 * 1024 * 256
@@ -359,7 +373,7 @@ def test_real_gemm_paths_verify_and_time_on_the_gpu(recipe, provider, fast):
     t = _cuda_target()
     cc = matmul.capability(t)
     case = Case(recipe, provider, "2048x2048x4096", (2048, 2048, 4096), fast)
-    row = matmul.run_case(t, case, "quick", {})
+    row = run_case(t, case, "quick")
     if cc < matmul.RECIPES[recipe].min_cc:
         assert row["status"] == "unsupported" and row["message"].endswith(f"this card is {cc[0]}.{cc[1]}")
         return
@@ -370,14 +384,14 @@ def test_real_gemm_paths_verify_and_time_on_the_gpu(recipe, provider, fast):
     assert row["timer"].startswith("cuda_events") and row["unit"] == ("TOPS" if recipe == "int8" else "TFLOP/s")
     assert row["value"] == pytest.approx(row["work"] / row["time_s"] / 1e12, rel=1e-12)
     if recipe == "fp8" and cc == (9, 0):
-        assert matmul.probe(t, case, {}).status == "ok"  # Hopper: FP8 runs, FP4 does not
+        assert matmul.probe(t, case, matmul.State()).status == "ok"  # Hopper: FP8 runs, FP4 does not
 
 
 @pytest.mark.gpu
 def test_fp4_verdict_on_this_gpu_matches_its_compute_capability():
     t = _cuda_target()
     cc = matmul.capability(t)
-    verdicts = {r: matmul.probe(t, Case(r, "torch", "x", (256,) * 3), {}) for r in matmul.FP4}
+    verdicts = {r: matmul.probe(t, Case(r, "torch", "x", (256,) * 3), matmul.State()) for r in matmul.FP4}
     if cc < (10, 0):
         for v in verdicts.values():
             assert v == matmul.Probe("unsupported", f"FP4 tensor cores need compute capability 10.0 or 12.0; "
@@ -389,7 +403,7 @@ def test_fp4_verdict_on_this_gpu_matches_its_compute_capability():
 @pytest.mark.gpu
 def test_shape_search_on_the_gpu(monkeypatch):
     monkeypatch.setattr(matmul, "SEARCH_S", {"cuda": 4.0, "cpu": 1.0})
-    row = matmul.run_case(_cuda_target(), Case("bf16", "torch", "best", None), "full", {})
+    row = run_case(_cuda_target(), Case("bf16", "torch", "best", None), "full")
     assert row["status"] == "ok", row["message"]
     search = json.loads(row["params"])["search"]
     assert search["evaluated"] >= 3 and search["seconds"] < 4.0 + 5.0
@@ -443,16 +457,16 @@ def _child() -> None:
     small = {"mxfp4": [km.Config(32, 32, 64, 2, 4, 2), km.Config(64, 32, 128, 1, 4, 2)]}
     km.configs = lambda recipe, profile: small.get(recipe, [km.Config(32, 32, 32, 2, 4, 2),
                                                              km.Config(16, 64, 32, 1, 4, 2)])
-    matmul.skip_reason = lambda target, case: None  # time the Triton provider on the CPU, here only
+    harness.waiver = lambda target, case: None  # time the Triton provider on the CPU, here only
     matmul.TRIAL_SHAPE = {"torch": (32, 32, 64), "triton": (32, 32, 64)}
     target = cpu()
-    tuned: dict = {}
+    tuned = matmul.State()
     rows = []
     for recipe in ("bf16", "fp16", "fp8", "mxfp4"):
         if recipe == "mxfp4" and not km.has_dot_scaled():
             continue
         case = Case(recipe, "triton", "32x48x64", (32, 48, 64))
-        rows.append(matmul.run_case(target, case, "quick", tuned))
+        rows.append(run_case(target, case, "quick", tuned))
     print(json.dumps([{k: r.get(k) for k in ("benchmark", "status", "message", "value", "work", "time_s", "params")}
                       for r in rows]))
 

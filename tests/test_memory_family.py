@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.families import memory
+from bench.core import harness
 from bench.core.devices import Target
+from bench.core.units import human_bytes
+from bench.families import memory
+from helpers import make_run
+from helpers import measure as run_case
 
 GIB, MIB = 2**30, 2**20
 
@@ -40,27 +44,27 @@ def test_plateau_shrinks_to_fit_free_memory():
 
 def test_quick_plans_plateau_only_full_adds_sweep_below_it():
     t = gpu_like(50 * MIB)
-    quick = memory.cases(t, "quick")
-    assert {c.case for c in quick} == {"plateau"}
+    quick = memory.cases(t, make_run([t]))
+    assert {c.name for c in quick} == {"plateau"}
     assert {(c.benchmark, c.provider) for c in quick} == {
         (b, p) for b in ("read", "write", "copy", "triad") for p in ("triton", "torch")}
-    full = memory.cases(t, "full")
-    sweep = sorted({c.array_bytes for c in full if c.case.startswith("sweep-")})
+    full = memory.cases(t, make_run([t], "full"))
+    sweep = sorted({c.spec for c in full if c.name.startswith("sweep-")})
     assert sweep[0] == MIB and sweep[-1] == GIB // 2 and len(sweep) == 10
-    assert [c.case for c in full if c.array_bytes == 64 * MIB][0] == "sweep-64MiB"
+    assert [c.name for c in full if c.spec == 64 * MIB][0] == "sweep-64MiB"
     assert sweep[0] < t.l2_bytes < sweep[-1]  # the sweep crosses the L2 size
 
 
 def test_human_bytes_is_exact():
-    assert memory.human_bytes(MIB) == "1MiB"
-    assert memory.human_bytes(1536 * MIB) == "1536MiB"
-    assert memory.human_bytes(GIB) == "1GiB"
-    assert memory.human_bytes(1000) == "1000B"
+    assert human_bytes(MIB) == "1MiB"
+    assert human_bytes(1536 * MIB) == "1536MiB"
+    assert human_bytes(GIB) == "1GiB"
+    assert human_bytes(1000) == "1000B"
 
 
 def test_triton_rows_are_skipped_on_the_cpu_with_the_reason():
     cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
-    row = memory.run_case(cpu, memory.Case("copy", "triton", "plateau", MIB), "quick", {})
+    row = run_case(memory, cpu, memory.make_case("copy", "triton", "plateau", MIB))
     assert row["status"] == "skipped" and "TRITON_INTERPRET" in row["message"] and "value" not in row
 
 
@@ -69,7 +73,7 @@ def test_broken_torch_op_gives_wrong_not_a_number(monkeypatch):
 
     monkeypatch.setattr(reference, "torch_copy", lambda src, dst: dst.copy_(src * 1.0000001))
     cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
-    row = memory.run_case(cpu, memory.Case("copy", "torch", "sweep-1MiB", MIB), "quick", {})
+    row = run_case(memory, cpu, memory.make_case("copy", "torch", "sweep-1MiB", MIB))
     assert row["status"] == "wrong" and "bit-exact" in row["message"] and "value" not in row
 
 
@@ -81,7 +85,7 @@ def test_crashing_op_gives_error_row_and_the_run_goes_on(monkeypatch):
 
     monkeypatch.setattr(reference, "torch_read", boom)
     cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
-    row = memory.run_case(cpu, memory.Case("read", "torch", "sweep-1MiB", MIB), "quick", {})
+    row = run_case(memory, cpu, memory.make_case("read", "torch", "sweep-1MiB", MIB))
     assert row["status"] == "error" and "kernel exploded" in row["message"]
 
 
@@ -96,7 +100,7 @@ def test_out_of_memory_retries_smaller_and_says_so(monkeypatch):
 
     monkeypatch.setattr(torch, "randn", scarce_randn)
     cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
-    row = memory.run_case(cpu, memory.Case("copy", "torch", "plateau", 8 * MIB), "quick", {})
+    row = run_case(memory, cpu, memory.make_case("copy", "torch", "plateau", 8 * MIB))
     assert row["status"] == "ok"
     assert row["message"].startswith("out of memory at 8MiB per array: measured at 2MiB")
     assert row["size_bytes"] == 2 * 2 * MIB and row["case"] == "plateau"
@@ -108,7 +112,7 @@ def test_out_of_memory_below_the_floor_is_an_error_and_the_run_goes_on(monkeypat
 
     monkeypatch.setattr(torch, "randn", no_memory)
     cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "l2_cache_bytes": str(MIB)})
-    row = memory.run_case(cpu, memory.Case("triad", "torch", "plateau", 4 * MIB), "quick", {})
+    row = run_case(memory, cpu, memory.make_case("triad", "torch", "plateau", 4 * MIB))
     assert row["status"] == "error" and "can't allocate memory" in row["message"]
 
 
@@ -150,8 +154,9 @@ def _child(broken: str) -> None:
     # Tiny arrays: the interpreter runs every program in Python.
     memory.plateau_array_bytes = lambda target: 64 * 1024
     cpu = Target(torch.device("cpu"), None, {"device_name": "cpu", "sm_count": "2"})
-    memory.skip_reason = lambda target, case: None  # time the Triton provider on the CPU, here only
-    rows = [memory.run_case(cpu, memory.Case(b, "triton", "plateau", 64 * 1024), "quick", {})
+    harness.waiver = lambda target, case: None  # time the Triton provider on the CPU, here only
+    run = make_run([cpu])
+    rows = [harness.run_case(memory, cpu, memory.make_case(b, "triton", "plateau", 64 * 1024), run)
             for b in ("read", "write", "copy", "triad")]
     print(json.dumps([{k: v for k, v in r.items() if k in
                        ("benchmark", "status", "message", "value", "work", "time_s", "params")} for r in rows]))

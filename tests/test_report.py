@@ -3,6 +3,7 @@ import csv
 from pathlib import Path
 
 from bench.cli import main
+from bench.core import identity
 
 REAL_RUN = Path(__file__).parent / "fixtures" / "results_schema_v1.csv"
 
@@ -88,10 +89,9 @@ def test_a_failed_row_is_shown_with_its_reason_never_as_zero(tmp_path, capsys):
 
 
 def test_specs_file_renormalizes(tmp_path, capsys):
-    from bench.core import telemetry
 
     spec = tmp_path / "s.toml"
-    spec.write_text(f'[sources]\nX = "test claim"\n[[gpu]]\nname = "host"\nnvml_names = ["{telemetry.cpu_identity()["device_name"]}"]\n'
+    spec.write_text(f'[sources]\nX = "test claim"\n[[gpu]]\nname = "host"\nnvml_names = ["{identity.cpu_identity()["device_name"]}"]\n'
                     'memory_bandwidth = { value = 100, unit = "GB/s", source = "X" }\n')
     code = main(["report", str(REAL_RUN), "--out", str(tmp_path / "r"), "--specs", str(spec)])
     md = (tmp_path / "r" / "report.md").read_text()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.core.results import read_results
+from bench.core import identity
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,9 +162,8 @@ def test_pytest_front_end_reports_device_timed_bandwidth_and_acceptance(tmp_path
 
 def test_user_spec_entry_normalizes_a_cpu_run_and_a_broken_one_stops_it(tmp_path):
     """--specs adds an entry for this host's CPU: every memory row then carries % of that claim."""
-    from bench.core import telemetry
 
-    cpu = telemetry.cpu_identity()["device_name"]
+    cpu = identity.cpu_identity()["device_name"]
     user = tmp_path / "host.toml"
     user.write_text(
         '[sources]\nLAB = "our lab\'s host memory figure (made up for this test)"\n\n'
@@ -211,11 +211,11 @@ def test_a_second_run_on_the_same_device_warns(tmp_path):
 
 
 def test_full_disk_never_leaves_a_file_claimed_complete(tmp_path, monkeypatch, capsys):
-    import argparse
     import errno
 
-    from bench.core import results
     from bench.commands import run
+    from bench.core import results
+    from bench.core.options import RunOptions
 
     real_write = results.ResultsWriter._write
 
@@ -226,9 +226,8 @@ def test_full_disk_never_leaves_a_file_claimed_complete(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(results.ResultsWriter, "_write", filling_disk)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    args = argparse.Namespace(device="cpu", families=["memory"], profile="quick", out=str(tmp_path), specs=None,
-                              argv=["run"], case_timeout=600.0)
-    code, path = run.execute(args)
+    code, path = run.execute(RunOptions(device="cpu", families=("memory",), out=str(tmp_path), argv=("run",),
+                                        case_timeout_s=600.0))
     assert code == 2 and "No space left on device" in capsys.readouterr().err
     res = read_results(path)
     assert not res.complete and len(res.rows) == 2

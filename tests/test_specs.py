@@ -9,8 +9,11 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from bench.core import specs, telemetry
+from bench.commands import specs as specs_command
+from bench.core import identity, normalize, nvml, specs
 from bench.core.specs import SpecError
+
+DB = specs.load()
 
 FIXTURES = Path(__file__).parent / "fixtures"
 USER_FILE = FIXTURES / "specs_user.toml"
@@ -327,7 +330,7 @@ def test_a_user_entry_with_a_new_name_is_added_and_matched():
 
 def test_normalize_uses_the_user_figure_in_the_row_unit():
     db = specs.load(USER_FILE)
-    out = specs.normalize(row("memory", "copy", "fp32", "GB/s", 2880.0), db.find("H100 SXM"))
+    out = normalize.spec_claim_columns(row("memory", "copy", "fp32", "GB/s", 2880.0), db.find("H100 SXM"))
     assert out["spec_value"] == pytest.approx(3200.0) and out["pct_of_spec"] == pytest.approx(90.0)
     assert out["spec_source"].startswith("Acceptance contract")
 
@@ -426,22 +429,22 @@ def row(family, benchmark, dtype, unit, value, status="ok", **extra):
 
 
 def test_claim_key_picks_the_dense_figure_of_the_dtype():
-    assert specs.claim_key("memory", "triad", "fp32") == "memory_bandwidth"
-    assert specs.claim_key("matmul", "torch", "bf16") == "bf16_dense"
-    assert specs.claim_key("matmul", "triton", "e4m3") == "fp8_dense"
-    assert specs.claim_key("matmul", "torch", "nvfp4") == "fp4_dense"
-    assert specs.claim_key("matmul", "torch", "mxfp4") == "fp4_dense"
-    assert specs.claim_key("matmul", "torch", "fp16_acc16") == "fp16_acc16_dense"
-    assert specs.claim_key("matmul", "torch", "fp32") == "fp32"
-    assert specs.claim_key("matmul", "torch", "int8") == "int8_dense"
-    assert specs.claim_key("transfer", "h2d_pinned", "") is None
-    assert specs.claim_key("collective", "all_reduce", "bf16") is None
-    for dtype in specs._DTYPE_FIGURE:
-        assert not specs.claim_key("matmul", "torch", dtype).endswith("_sparse")
+    assert normalize.claim_key("memory", "triad", "fp32") == "memory_bandwidth"
+    assert normalize.claim_key("matmul", "torch", "bf16") == "bf16_dense"
+    assert normalize.claim_key("matmul", "triton", "e4m3") == "fp8_dense"
+    assert normalize.claim_key("matmul", "torch", "nvfp4") == "fp4_dense"
+    assert normalize.claim_key("matmul", "torch", "mxfp4") == "fp4_dense"
+    assert normalize.claim_key("matmul", "torch", "fp16_acc16") == "fp16_acc16_dense"
+    assert normalize.claim_key("matmul", "torch", "fp32") == "fp32"
+    assert normalize.claim_key("matmul", "torch", "int8") == "int8_dense"
+    assert normalize.claim_key("transfer", "h2d_pinned", "") is None
+    assert normalize.claim_key("collective", "all_reduce", "bf16") is None
+    for dtype in normalize._DTYPE_FIGURE:
+        assert not normalize.claim_key("matmul", "torch", dtype).endswith("_sparse")
 
 
 def test_normalize_bf16_matmul_on_h100_sxm_uses_the_dense_989_5(db):
-    out = specs.normalize(row("matmul", "torch", "bf16", "TFLOP/s", 791.6), db.match("NVIDIA H100 80GB HBM3"))
+    out = normalize.spec_claim_columns(row("matmul", "torch", "bf16", "TFLOP/s", 791.6), db.match("NVIDIA H100 80GB HBM3"))
     assert set(out) == set(specs.NORMALIZE_KEYS)
     assert (out["spec_entry"], out["spec_figure"], out["spec_value"], out["spec_unit"]) == (
         "H100 SXM5 80GB", "bf16_dense", 989.5, "TFLOP/s")
@@ -453,38 +456,38 @@ def test_normalize_bf16_matmul_on_h100_sxm_uses_the_dense_989_5(db):
 @pytest.mark.parametrize("dtype", ["tf32", "bf16", "fp16", "fp8", "fp4", "int8", "fp16_acc16"])
 def test_normalize_never_uses_a_sparse_figure(db, dtype):
     for e in db.entries:
-        out = specs.normalize(row("matmul", "torch", dtype, "TOPS" if dtype == "int8" else "TFLOP/s", 1.0), e)
+        out = normalize.spec_claim_columns(row("matmul", "torch", dtype, "TOPS" if dtype == "int8" else "TFLOP/s", 1.0), e)
         dense = e.figures.get(f"{dtype}_dense")
         assert out["spec_value"] == (dense.value if dense else ""), (e.name, dtype)
 
 
 def test_geforce_normalizes_bf16_against_fp32_accumulate_and_acc16_against_its_own(db):
     rtx = db.match("NVIDIA GeForce RTX 5090")
-    assert specs.normalize(row("matmul", "torch", "bf16", "TFLOP/s", 200.0), rtx)["spec_value"] == 209.5
-    assert specs.normalize(row("matmul", "torch", "fp16_acc16", "TFLOP/s", 400.0), rtx)["spec_value"] == 419
+    assert normalize.spec_claim_columns(row("matmul", "torch", "bf16", "TFLOP/s", 200.0), rtx)["spec_value"] == 209.5
+    assert normalize.spec_claim_columns(row("matmul", "torch", "fp16_acc16", "TFLOP/s", 400.0), rtx)["spec_value"] == 419
     h100 = db.find("H100 SXM5 80GB")  # no FP16-accumulate figure in the sources: no claim
-    assert specs.normalize(row("matmul", "torch", "fp16_acc16", "TFLOP/s", 400.0), h100)["spec_value"] == ""
+    assert normalize.spec_claim_columns(row("matmul", "torch", "fp16_acc16", "TFLOP/s", 400.0), h100)["spec_value"] == ""
 
 
 def test_normalize_converts_units_and_refuses_mismatches(db):
     h100 = db.find("H100 SXM5 80GB")
-    out = specs.normalize(row("memory", "copy", "fp32", "TB/s", 3.015), h100)
+    out = normalize.spec_claim_columns(row("memory", "copy", "fp32", "TB/s", 3.015), h100)
     assert out["spec_value"] == pytest.approx(3.35) and out["pct_of_spec"] == pytest.approx(90.0)
-    out = specs.normalize(row("matmul", "torch", "int8", "TFLOP/s", 1583.2), h100)   # int8: TOPS == TFLOP/s
+    out = normalize.spec_claim_columns(row("matmul", "torch", "int8", "TFLOP/s", 1583.2), h100)   # int8: TOPS == TFLOP/s
     assert out["spec_value"] == pytest.approx(1979.0) and out["pct_of_spec"] == pytest.approx(80.0)
-    out = specs.normalize(row("matmul", "torch", "bf16", "TOPS", 800.0), h100)     # bf16 in TOPS: refused
+    out = normalize.spec_claim_columns(row("matmul", "torch", "bf16", "TOPS", 800.0), h100)     # bf16 in TOPS: refused
     assert out["spec_value"] == out["pct_of_spec"] == out["spec_figure"] == "" and out["spec_entry"] == h100.name
-    out = specs.normalize(row("matmul", "torch", "bf16", "GFLOP/s", 400.0), h100)
+    out = normalize.spec_claim_columns(row("matmul", "torch", "bf16", "GFLOP/s", 400.0), h100)
     assert out["spec_value"] == pytest.approx(989500.0)
 
 
 def test_normalize_without_a_claim_or_without_a_value(db):
     h100 = db.find("H100 SXM5 80GB")
-    out = specs.normalize(row("memory", "copy", "fp32", "GB/s", None, status="wrong"), h100)
+    out = normalize.spec_claim_columns(row("memory", "copy", "fp32", "GB/s", None, status="wrong"), h100)
     assert out["spec_value"] == 3350 and out["pct_of_spec"] == ""
-    assert specs.normalize(row("transfer", "h2d", "", "GB/s", 50.0), h100)["spec_value"] == ""
-    assert specs.normalize(row("matmul", "torch", "fp4", "TFLOP/s", 1.0), h100)["spec_value"] == ""
-    out = specs.normalize(row("memory", "copy", "fp32", "GB/s", 29.7), None)   # CPU mode / unknown card
+    assert normalize.spec_claim_columns(row("transfer", "h2d", "", "GB/s", 50.0), h100)["spec_value"] == ""
+    assert normalize.spec_claim_columns(row("matmul", "torch", "fp4", "TFLOP/s", 1.0), h100)["spec_value"] == ""
+    out = normalize.spec_claim_columns(row("memory", "copy", "fp32", "GB/s", 29.7), None)   # CPU mode / unknown card
     assert all(v == "" for v in out.values())
 
 
@@ -502,11 +505,11 @@ def h100_identity(monkeypatch):
     nv.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=h["memory_total_bytes"])
     nv.nvmlDeviceGetMemoryBusWidth = lambda h: h["memory_bus_width_bits"]
     nv.nvmlDeviceGetMaxClockInfo = lambda h, kind: h["max_clock_mhz"]["mem" if kind == pynvml.NVML_CLOCK_MEM else "sm"]
-    monkeypatch.setattr(telemetry, "_nvml", nv)
-    monkeypatch.setattr(telemetry, "_nvml_state", None)
-    monkeypatch.setattr(telemetry, "torch_props", lambda index: None)
+    monkeypatch.setattr(nvml, "_module", nv)
+    monkeypatch.setattr(nvml, "_state", None)
+    monkeypatch.setattr(nvml, "torch_props", lambda index: None)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return telemetry.device_identity(0)
+    return identity.device_identity(0)
 
 
 def test_derived_peak_from_a_recorded_nvml_reading(db, h100_identity):
@@ -514,11 +517,11 @@ def test_derived_peak_from_a_recorded_nvml_reading(db, h100_identity):
     assert (h100_identity["mem_clock_max_mhz"], h100_identity["mem_bus_width_bits"]) == ("2619", "5120")
     entry = db.match(h100_identity["device_name"], h100_identity["pci_device_id"])
     assert entry.name == "H100 SXM5 80GB"
-    out = specs.normalize(row("memory", "copy", "fp32", "GB/s", 3016.8, **h100_identity), entry)
+    out = normalize.spec_claim_columns(row("memory", "copy", "fp32", "GB/s", 3016.8, **h100_identity), entry)
     assert out["derived_peak"] == pytest.approx(3352.32)
     assert out["pct_of_derived"] == pytest.approx(3016.8 / 3352.32 * 100)
     assert out["pct_of_spec"] == pytest.approx(3016.8 / 3350 * 100)
-    unknown = specs.normalize(row("memory", "copy", "fp32", "GB/s", 3016.8, **h100_identity), None)
+    unknown = normalize.spec_claim_columns(row("memory", "copy", "fp32", "GB/s", 3016.8, **h100_identity), None)
     assert unknown["derived_peak"] == pytest.approx(3352.32) and unknown["spec_value"] == ""
     assert specs.cross_check(entry, h100_identity) is None
 
@@ -549,35 +552,35 @@ def test_cross_check_warns_when_the_memory_size_says_another_card(db, h100_ident
 # ---------------------------------------------------------------- link theory
 
 def test_pcie_per_direction_after_encoding():
-    assert specs.pcie_bytes_per_s(5, 16) == pytest.approx(63.0e9, rel=1e-3)
-    assert specs.pcie_bytes_per_s(5, 16) == pytest.approx(64e9 * 128 / 130, rel=1e-12)  # raw 64 GB/s
-    assert specs.pcie_bytes_per_s(4, 16) == pytest.approx(31.5e9, rel=1e-3)
-    assert specs.pcie_bytes_per_s(3, 16) == pytest.approx(15.75e9, rel=1e-3)
-    assert specs.pcie_bytes_per_s(4, 8) == specs.pcie_bytes_per_s(4, 16) / 2
-    assert specs.pcie_bytes_per_s(6, 16) == pytest.approx(121e9)     # SPECS.md 7.1, FLIT mode
-    assert specs.pcie_bytes_per_s(1, 16) == pytest.approx(4e9)       # 8b/10b
+    assert normalize.pcie_bytes_per_s(5, 16) == pytest.approx(63.0e9, rel=1e-3)
+    assert normalize.pcie_bytes_per_s(5, 16) == pytest.approx(64e9 * 128 / 130, rel=1e-12)  # raw 64 GB/s
+    assert normalize.pcie_bytes_per_s(4, 16) == pytest.approx(31.5e9, rel=1e-3)
+    assert normalize.pcie_bytes_per_s(3, 16) == pytest.approx(15.75e9, rel=1e-3)
+    assert normalize.pcie_bytes_per_s(4, 8) == normalize.pcie_bytes_per_s(4, 16) / 2
+    assert normalize.pcie_bytes_per_s(6, 16) == pytest.approx(121e9)     # SPECS.md 7.1, FLIT mode
+    assert normalize.pcie_bytes_per_s(1, 16) == pytest.approx(4e9)       # 8b/10b
     with pytest.raises(ValueError):
-        specs.pcie_bytes_per_s(7, 16)
+        normalize.pcie_bytes_per_s(7, 16)
     with pytest.raises(ValueError):
-        specs.pcie_bytes_per_s(5, 0)
+        normalize.pcie_bytes_per_s(5, 0)
 
 
 def test_nvlink_per_direction(db):
-    assert specs.nvlink_per_direction_bytes_per_s(db.find("H100 SXM5 80GB")) == 450e9
-    assert specs.nvlink_per_direction_bytes_per_s(db.find("H100 PCIe 80GB")) == 300e9  # bridge: half of 600
-    assert specs.nvlink_per_direction_bytes_per_s(db.find("B200")) == 900e9
-    assert specs.nvlink_per_direction_bytes_per_s(db.find("L4")) is None
-    assert specs.nvlink_per_direction_bytes_per_s(None) is None
-    assert specs.nvlink_link_bytes_per_s(4, db) == 25e9 and specs.nvlink_link_bytes_per_s(5, db) == 50e9
-    assert specs.nvlink_link_bytes_per_s(9, db) is None
+    assert normalize.nvlink_per_direction_bytes_per_s(db.find("H100 SXM5 80GB")) == 450e9
+    assert normalize.nvlink_per_direction_bytes_per_s(db.find("H100 PCIe 80GB")) == 300e9  # bridge: half of 600
+    assert normalize.nvlink_per_direction_bytes_per_s(db.find("B200")) == 900e9
+    assert normalize.nvlink_per_direction_bytes_per_s(db.find("L4")) is None
+    assert normalize.nvlink_per_direction_bytes_per_s(None) is None
+    assert normalize.nvlink_link_bytes_per_s(4, db) == 25e9 and normalize.nvlink_link_bytes_per_s(5, db) == 50e9
+    assert normalize.nvlink_link_bytes_per_s(9, db) is None
 
 
 # ---------------------------------------------------------------- `cardbench specs`
 
 def specs_cli(*argv):
     parser = argparse.ArgumentParser(prog="cardbench")
-    specs.add_arguments(parser.add_subparsers(dest="command").add_parser("specs"))
-    return specs.specs_main(parser.parse_args(["specs", *argv]))
+    specs_command.add_arguments(parser.add_subparsers(dest="command").add_parser("specs"))
+    return specs_command.main(parser.parse_args(["specs", *argv]))
 
 
 def test_specs_lists_every_entry(capsys):
@@ -632,16 +635,18 @@ def test_specs_broken_file_exits_2_with_the_message(tmp_path, capsys):
     assert f"{path}: entry 'X', field 'fp8_dense'" in err
 
 
-def test_columns_for_keeps_a_link_normalized_row_and_fills_a_spec_one():
+def test_one_rule_normalizes_a_link_row_against_the_link_and_a_spec_row_against_the_claim():
     db = specs.load()
     h100 = db.match("NVIDIA H100 80GB HBM3")
     transfer_row = {"family": "transfer", "benchmark": "h2d", "dtype": "", "unit": "GB/s", "status": "ok",
-                    "value": "55.0", "spec_value": 63.0, "pct_of_spec": 87.3, "spec_entry": ""}
-    assert specs.columns_for(transfer_row, h100) == {"spec_entry": "H100 SXM5 80GB"}  # link figures stay
-    assert specs.columns_for(dict(transfer_row, spec_entry="H100 SXM5 80GB"), h100) == {}
+                    "value": "55.0", "spec_entry": ""}
+    cols = normalize.columns(transfer_row, h100, db)  # the entry's PCIe Gen5 x16, per direction
+    assert cols["spec_entry"] == "H100 SXM5 80GB" and cols["spec_figure"] == "pcie_per_direction"
+    assert cols["spec_value"] == pytest.approx(63.0154, abs=1e-3) and cols["pct_of_spec"] == pytest.approx(87.28, abs=0.01)
+    assert cols["derived_peak"] == ""  # no link reading under load on the row
     memory_row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "unit": "GB/s", "status": "ok",
                   "value": "3015.0"}
-    cols = specs.columns_for(memory_row, h100)
+    cols = normalize.columns(memory_row, h100, DB)
     assert cols["spec_value"] == 3350 and cols["pct_of_spec"] == pytest.approx(90.0)
 
 
@@ -675,14 +680,14 @@ def test_the_run_spec_line_and_the_rows_say_why_a_slice_has_no_claim(db):
                                    identity={"device_name": MIG, "pci_device_id": nvml_id("0x2335")})
     assert specs.MIG_NO_ENTRY in run.spec_line(target)
     measured = row("memory", "copy", "fp32", "GB/s", 600.0, device_name=MIG, message="noisy: p10..p90 12%")
-    cols = specs.columns_for(measured, None)
+    cols = normalize.columns(measured, None, DB)
     assert cols["spec_value"] == cols["pct_of_spec"] == cols["spec_entry"] == ""
     assert cols["message"] == f"noisy: p10..p90 12%; {specs.MIG_NO_ENTRY}"
     stored = {**measured, **cols}
-    stored.update(specs.columns_for(stored, None))   # `report --specs` normalizes stored rows again
+    stored.update(normalize.columns(stored, None, DB))   # `report --specs` normalizes stored rows again
     assert stored["message"].count(specs.MIG_NO_ENTRY) == 1
     whole_card = row("memory", "copy", "fp32", "GB/s", 4000.0, device_name="NVIDIA H200", message="")
-    assert "message" not in specs.columns_for(whole_card, db.match("NVIDIA H200"))
+    assert "message" not in normalize.columns(whole_card, db.match("NVIDIA H200"), DB)
 
 
 def test_a_spec_entry_naming_the_slice_is_used(tmp_path):
@@ -693,6 +698,6 @@ def test_a_spec_entry_naming_the_slice_is_used(tmp_path):
     db = specs.load(path)
     entry = db.match(MIG, nvml_id("0x2335"))
     assert entry.name == MIG and entry.figures["memory_bandwidth"].value == 600
-    out = specs.columns_for(row("memory", "copy", "fp32", "GB/s", 540.0, device_name=MIG), entry)
+    out = normalize.columns(row("memory", "copy", "fp32", "GB/s", 540.0, device_name=MIG), entry, DB)
     assert out["pct_of_spec"] == pytest.approx(90.0) and "message" not in out
     assert db.match("NVIDIA H200", nvml_id("0x2335")).name == "H200 SXM 141GB"   # the card keeps its entry

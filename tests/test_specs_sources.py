@@ -63,12 +63,13 @@ def test_the_shipped_file_cites_only_public_documents():
 
 
 def test_every_shipped_source_key_resolves_and_every_source_has_a_url():
+    from bench.commands import specs as specs_command
     from bench.core import specs
 
     db = specs.load()
     sources = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))["sources"]
     for e in db.entries:
-        fields = specs.entry_json(e)
+        fields = specs_command.entry_json(e)
         for key, item in [*fields["figures"].items(), *fields["text"].items()]:
             assert item["source_keys"], (e.name, key)
             for k in item["source_keys"]:

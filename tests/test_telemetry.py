@@ -18,7 +18,8 @@ import pynvml
 import pytest
 import torch
 
-from bench.core import telemetry
+from bench.core import identity, telemetry
+from bench.core import nvml as nvml_api
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nvml_h100.json"
 H100 = json.loads(FIXTURE.read_text())["devices"][0]
@@ -119,10 +120,10 @@ def fake_nvml(devices=None) -> types.ModuleType:
 
 
 def install(monkeypatch, module, torch_props=None):
-    """Make `module` the NVML binding of bench.core.telemetry, not yet initialised; monkeypatch undoes it."""
-    monkeypatch.setattr(telemetry, "_nvml", module)
-    monkeypatch.setattr(telemetry, "_nvml_state", None)
-    monkeypatch.setattr(telemetry, "torch_props", lambda index: torch_props)
+    """Make `module` the NVML binding (bench.core.nvml), not yet initialised; monkeypatch undoes it."""
+    monkeypatch.setattr(nvml_api, "_module", module)
+    monkeypatch.setattr(nvml_api, "_state", None)
+    monkeypatch.setattr(nvml_api, "torch_props", lambda index: torch_props)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
@@ -172,9 +173,9 @@ H100_IDENTITY = {
 # ---------------------------------------------------------------- no NVML
 
 def _assert_empty_without_nvml():
-    assert telemetry.nvml_available() is False
-    run = telemetry.run_identity()
-    assert tuple(run) == telemetry.RUN_KEYS
+    assert nvml_api.available() is False
+    run = identity.run_identity()
+    assert tuple(run) == identity.RUN_KEYS
     assert run["host"] == platform.node()
     assert run["cpu_cores"] == str(os.cpu_count())
     assert run["python_version"] == platform.python_version()
@@ -188,9 +189,9 @@ def _assert_empty_without_nvml():
         assert run["triton_version"] == ""
     if torch.version.cuda is None:  # CPU torch has no NCCL: empty, no crash
         assert run["nccl_version"] == ""
-    assert run["cpu_model"] == telemetry._cpu_model() != ""
+    assert run["cpu_model"] == identity._cpu_model() != ""
 
-    assert telemetry.device_identity(0) == dict.fromkeys(telemetry.DEVICE_KEYS, "")
+    assert identity.device_identity(0) == dict.fromkeys(identity.DEVICE_KEYS, "")
     assert telemetry.pcie_link(0) == {"pcie_gen_current": "", "pcie_width_current": ""}
     with telemetry.Sampler(0, interval_s=0.001) as s:
         assert s._thread is None
@@ -200,10 +201,10 @@ def _assert_empty_without_nvml():
 
 def test_without_driver_everything_is_empty_and_silent(monkeypatch, capfd, caplog):
     """The real binding on a machine without a driver: nvmlInit raises LibraryNotFound."""
-    install(monkeypatch, None)  # None: bench.core.telemetry imports the real pynvml itself
-    if telemetry.nvml_available():
+    install(monkeypatch, None)  # None: bench.core.nvml imports the real pynvml itself
+    if nvml_api.available():
         pytest.skip("an NVIDIA driver is present here")
-    monkeypatch.setattr(telemetry, "_nvml_state", None)
+    monkeypatch.setattr(nvml_api, "_state", None)
     caplog.set_level(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -230,16 +231,16 @@ def test_init_failure_is_silent_everywhere(monkeypatch, capfd, caplog):
 # ---------------------------------------------------------------- identity from a fake H100
 
 def test_h100_device_identity(nvml):
-    assert telemetry.nvml_available()
-    ident = telemetry.device_identity(0)
-    assert tuple(ident) == telemetry.DEVICE_KEYS
+    assert nvml_api.available()
+    ident = identity.device_identity(0)
+    assert tuple(ident) == identity.DEVICE_KEYS
     assert ident == H100_IDENTITY
     assert int(ident["mem_peak_bytes_per_s"]) == 2619 * 10**6 * 5120 // 8 * 2 == 3352320000000
 
 
 def test_nvml_is_initialised_once(nvml):
-    telemetry.run_identity()
-    telemetry.device_identity(0)
+    identity.run_identity()
+    identity.device_identity(0)
     telemetry.pcie_link(0)
     with telemetry.Sampler(0, interval_s=60):
         pass
@@ -247,12 +248,12 @@ def test_nvml_is_initialised_once(nvml):
 
 
 def test_run_identity_versions_from_nvml(nvml):
-    run = telemetry.run_identity()
+    run = identity.run_identity()
     assert run["driver_version"] == "580.159.04"
     assert run["cuda_driver_version"] == "13.0"
-    assert telemetry._cuda_version_text(12040) == "12.4"
-    assert telemetry._cuda_version_text(11080) == "11.8"
-    assert telemetry._cuda_version_text(None) == ""
+    assert identity._cuda_version_text(12040) == "12.4"
+    assert identity._cuda_version_text(11080) == "11.8"
+    assert identity._cuda_version_text(None) == ""
 
 
 def test_not_supported_field_is_empty_others_filled(nvml):
@@ -261,7 +262,7 @@ def test_not_supported_field_is_empty_others_filled(nvml):
                  "nvmlDeviceGetMigMode"):
         setattr(nvml, name, nvml_error())
     nvml.nvmlDeviceGetTotalEccErrors = nvml_error(pynvml.NVML_ERROR_NO_PERMISSION)
-    ident = telemetry.device_identity(0)
+    ident = identity.device_identity(0)
     emptied = {"device_serial", "ecc_mode", "mig_mode", "ecc_errors_uncorrected", "ecc_errors_corrected",
                "ecc_errors_uncorrected_aggregate", "remapped_rows_correctable", "remapped_rows_uncorrectable",
                "remapped_rows_pending", "remapped_rows_failure"}
@@ -274,7 +275,7 @@ def test_remapped_rows_and_ecc_errors_are_reported(monkeypatch):
     dev["ecc_errors"] = {"uncorrected_volatile": 2, "corrected_volatile": 17, "uncorrected_aggregate": 5}
     dev["persistence_mode"], dev["ecc_mode"], dev["mig_mode"] = 0, [0, 1], [1, 1]
     install(monkeypatch, fake_nvml([dev]))
-    ident = telemetry.device_identity(0)
+    ident = identity.device_identity(0)
     assert [ident[k] for k in ("remapped_rows_correctable", "remapped_rows_uncorrectable",
                                "remapped_rows_pending", "remapped_rows_failure")] == ["3", "2", "yes", "no"]
     assert [ident[k] for k in ("ecc_errors_uncorrected", "ecc_errors_corrected",
@@ -288,11 +289,11 @@ def test_pcie_gen_max_prefers_gpu_capability(monkeypatch):
     dev["pcie"]["gen_max"] = 4
     nv = fake_nvml([dev])
     install(monkeypatch, nv)
-    assert telemetry.device_identity(0)["pcie_gen_max"] == "5"
+    assert identity.device_identity(0)["pcie_gen_max"] == "5"
     nv.nvmlDeviceGetGpuMaxPcieLinkGeneration = nvml_error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
-    assert telemetry.device_identity(0)["pcie_gen_max"] == "4"
+    assert identity.device_identity(0)["pcie_gen_max"] == "4"
     del nv.nvmlDeviceGetGpuMaxPcieLinkGeneration  # an older binding without the call
-    assert telemetry.device_identity(0)["pcie_gen_max"] == "4"
+    assert identity.device_identity(0)["pcie_gen_max"] == "4"
 
 
 def test_pcie_link_reads_current_link(nvml):
@@ -306,10 +307,10 @@ def test_compute_processes_excludes_own_pid(monkeypatch):
     dev["compute_processes"] = [{"pid": os.getpid(), "usedGpuMemory": 1 << 30},
                                 {"pid": 4242, "usedGpuMemory": None}, {"pid": 4343, "usedGpuMemory": 0}]
     install(monkeypatch, fake_nvml([dev]))
-    assert telemetry.device_identity(0)["compute_processes"] == "2"
+    assert identity.device_identity(0)["compute_processes"] == "2"
     dev["compute_processes"] = [{"pid": os.getpid(), "usedGpuMemory": 1 << 30}]
     install(monkeypatch, fake_nvml([dev]))
-    assert telemetry.device_identity(0)["compute_processes"] == "0"
+    assert identity.device_identity(0)["compute_processes"] == "0"
 
 
 def _two_gpus():
@@ -325,9 +326,9 @@ def test_torch_pci_bus_id_maps_cuda_index_to_nvml_handle(monkeypatch):
                                   pci_domain_id=0, pci_bus_id=0x19, pci_device_id=0)
     install(monkeypatch, fake_nvml(_two_gpus()), torch_props=props)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # would point at the wrong card: bus id wins
-    handle, how = telemetry._device_handle(0, props)
+    handle, how = nvml_api.device_handle(0, props)
     assert how == "pci_bus_id" and handle.dev["pci_bus_id"] == "00000000:19:00.0"
-    ident = telemetry.device_identity(0)
+    ident = identity.device_identity(0)
     assert ident["device_uuid"] == H100_IDENTITY["device_uuid"]
     assert ident["sm_count"] == "132" and ident["l2_cache_bytes"] == "52428800"
     assert ident["memory_total_bytes"] == "85520809984"  # NVML's figure first, torch's only without it
@@ -341,7 +342,7 @@ def test_torch_uuid_is_tried_before_the_pci_bus_id(monkeypatch):
                                   uuid=H100_IDENTITY["device_uuid"].removeprefix("GPU-"),
                                   pci_domain_id=0, pci_bus_id=0x04, pci_device_id=0)  # a stale bus id
     install(monkeypatch, fake_nvml(_two_gpus()), torch_props=props)
-    handle, how = telemetry._device_handle(0, props)
+    handle, how = nvml_api.device_handle(0, props)
     assert how == "uuid" and handle.dev["pci_bus_id"] == "00000000:19:00.0"
 
 
@@ -352,8 +353,8 @@ def test_torch_fallbacks_when_nvml_lacks_fields(monkeypatch):
     nv.nvmlDeviceGetCudaComputeCapability = nvml_error()
     del nv.nvmlDeviceGetMemoryInfo  # deprecated: "will be removed in CUDA 14.0"
     install(monkeypatch, nv, torch_props=props)
-    assert telemetry._device_handle(0, props)[1] == "index"
-    ident = telemetry.device_identity(0)
+    assert nvml_api.device_handle(0, props)[1] == "index"
+    ident = identity.device_identity(0)
     assert (ident["compute_capability"], ident["memory_total_bytes"], ident["l2_cache_bytes"]) == (
         "9.0", "85021163520", "")
 
@@ -361,14 +362,14 @@ def test_torch_fallbacks_when_nvml_lacks_fields(monkeypatch):
 def test_cuda_visible_devices_mapping(monkeypatch):
     install(monkeypatch, fake_nvml(_two_gpus()))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    assert telemetry._device_handle(0)[1] == "cuda_visible_devices"
-    assert telemetry.device_identity(0)["pci_bus_id"] == "00000000:19:00.0"
+    assert nvml_api.device_handle(0)[1] == "cuda_visible_devices"
+    assert identity.device_identity(0)["pci_bus_id"] == "00000000:19:00.0"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-00000000-1111-2222-3333-444444444444")
-    assert telemetry.device_identity(0)["pci_bus_id"] == "00000000:04:00.0"
+    assert identity.device_identity(0)["pci_bus_id"] == "00000000:04:00.0"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    handle, how = telemetry._device_handle(0)
+    handle, how = nvml_api.device_handle(0)
     assert how == "index" and handle.dev["pci_bus_id"] == "00000000:04:00.0"
-    assert telemetry.device_identity(5) == dict.fromkeys(telemetry.DEVICE_KEYS, "")  # no such card
+    assert identity.device_identity(5) == dict.fromkeys(identity.DEVICE_KEYS, "")  # no such card
 
 
 # ---------------------------------------------------------------- Sampler
@@ -451,9 +452,9 @@ def test_reason_names_match_the_binding():
 # ---------------------------------------------------------------- CPU identity, git
 
 def test_cpu_identity_host_figures():
-    ident = telemetry.cpu_identity()
-    assert tuple(ident) == telemetry.DEVICE_KEYS
-    assert ident["device_name"] == telemetry._cpu_model() != ""
+    ident = identity.cpu_identity()
+    assert tuple(ident) == identity.DEVICE_KEYS
+    assert ident["device_name"] == identity._cpu_model() != ""
     assert ident["sm_count"] == str(os.cpu_count())
     assert int(ident["memory_total_bytes"]) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if Path("/sys/devices/system/cpu/cpu0/cache/index0").exists():
@@ -469,9 +470,9 @@ def test_last_level_cache_is_the_highest_level(tmp_path):
         (tmp_path / name / "level").write_text(f"{level}\n")
         (tmp_path / name / "size").write_text(f"{size}\n")
     (tmp_path / "index4").mkdir()  # unreadable entry: skipped
-    assert telemetry._last_level_cache_bytes(tmp_path) == 107520 * 1024
-    assert telemetry._last_level_cache_bytes(tmp_path / "missing") is None
-    assert telemetry._cache_bytes("1M") == 1 << 20
+    assert identity._last_level_cache_bytes(tmp_path) == 107520 * 1024
+    assert identity._last_level_cache_bytes(tmp_path / "missing") is None
+    assert identity._cache_bytes("1M") == 1 << 20
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
@@ -480,41 +481,41 @@ def test_git_commit_with_dirty_suffix(tmp_path):
         argv = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(tmp_path), *args]
         return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
     git("init", "-q")
-    assert telemetry._git_commit(tmp_path) == ""  # no commits yet
+    assert identity._git_commit(tmp_path) == ""  # no commits yet
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "x.py").write_text("x = 1\n")
     git("add", ".")
     git("commit", "-q", "-m", "one")
     head = git("rev-parse", "HEAD")
     assert len(head) == 40
-    assert telemetry._git_commit(tmp_path) == head
+    assert identity._git_commit(tmp_path) == head
     (tmp_path / "run.csv").write_text("untracked results do not make the checkout dirty\n")
-    assert telemetry._git_commit(tmp_path) == head
+    assert identity._git_commit(tmp_path) == head
     (tmp_path / "bench" / "x.py").write_text("x = 2\n")
-    assert telemetry._git_commit(tmp_path) == head + "-dirty"
+    assert identity._git_commit(tmp_path) == head + "-dirty"
     # a package sitting below the checkout's top (an install inside some repo) is not that repo
-    assert telemetry._git_commit(tmp_path / "bench") == ""
-    assert telemetry._git_commit(tmp_path.parent) == ""
+    assert identity._git_commit(tmp_path / "bench") == ""
+    assert identity._git_commit(tmp_path.parent) == ""
 
 
 # ---------------------------------------------------------------- real GPU (skipped without one)
 
 @pytest.mark.gpu
 def test_real_gpu_identity_and_sampler():
-    if not torch.cuda.is_available() or not telemetry.nvml_available():
+    if not torch.cuda.is_available() or not nvml_api.available():
         pytest.skip("needs a CUDA GPU and its driver")
     props = torch.cuda.get_device_properties(0)
-    handle, how = telemetry._device_handle(0, props)
+    handle, how = nvml_api.device_handle(0, props)
     assert handle is not None
     # The UUID (torch >= 2.2) is tried first: it is exact whatever CUDA_DEVICE_ORDER says.
     assert how == ("uuid" if getattr(props, "uuid", None) else "pci_bus_id")
-    ident = telemetry.device_identity(0)
+    ident = identity.device_identity(0)
     assert ident["device_name"] == torch.cuda.get_device_name(0)
     assert ident["device_uuid"].startswith(("GPU-", "MIG-"))
     assert ident["compute_capability"] == f"{props.major}.{props.minor}"
     assert ident["sm_count"] == str(props.multi_processor_count)
     assert int(ident["mem_peak_bytes_per_s"]) > 1e11
-    run = telemetry.run_identity()
+    run = identity.run_identity()
     assert run["driver_version"] and run["cuda_driver_version"] and run["cuda_runtime_version"]
     a = torch.randn(4096, 4096, device="cuda")
     with telemetry.Sampler(0, interval_s=0.005) as s:

@@ -1,10 +1,11 @@
 """Timing core and the row it produces: statistics from the samples, verification first."""
+import dataclasses
 import time
 
 import pytest
 import torch
 
-from bench.core import measure, timing
+from bench.core import harness, timing
 from bench.core.devices import Target
 
 
@@ -31,26 +32,29 @@ def test_statistics_come_from_the_samples():
 
 def test_throughput_fields_are_work_over_median_time():
     t = timing.Timing([0.5, 0.25, 1.0], "perf_counter")
-    f = measure.throughput_fields(t, work=1e9, scale=1e9)
+    f = harness.value_fields(t, CASE)
     assert f["value"] == 2.0  # 1e9 bytes / 0.5 s median = 2 GB/s
     assert [float(s) for s in f["samples"].split(";")] == [2.0, 4.0, 1.0]
     assert f["p10"] == pytest.approx(1.2) and f["p90"] == pytest.approx(3.6)
     assert f["time_s"] == 0.5 and f["n_samples"] == 3
 
 
+CASE = harness.Case(family="memory", benchmark="copy", provider="torch", dtype="fp32", name="plateau",
+                    metric="bandwidth", unit="GB/s", scale=1e9, work=1e9, work_unit="B", size_bytes=2_000_000_000)
+
+
 def _measurement(check, fn=lambda: None):
-    return measure.Measurement(
-        family="memory", benchmark="copy", provider="torch", dtype="fp32", case="plateau",
-        metric="bandwidth", unit="GB/s", scale=1e9, work=8e6, work_unit="B", size_bytes=8_000_000,
-        fn=fn, check=check,
-    )
+    return harness.Measurement(fn=fn, check=check, budget=timing.TUNE)
+
+
+def _timed_row(m, target):
+    return harness.timed_row(m, target, dataclasses.replace(CASE, work=8e6, size_bytes=8_000_000))
 
 
 def test_failed_check_gives_wrong_and_no_value_and_is_never_timed():
     timed = []
     cpu = Target(torch.device("cpu"), None, {"device_name": "test cpu"})
-    row = measure.run(_measurement(lambda: "copy: 3 of 10 elements differ", lambda: timed.append(1)),
-                      cpu, timing.TUNE)
+    row = _timed_row(_measurement(lambda: "copy: 3 of 10 elements differ", lambda: timed.append(1)), cpu)
     assert row["status"] == "wrong" and "3 of 10" in row["message"]
     assert "value" not in row and not timed
 
@@ -58,7 +62,7 @@ def test_failed_check_gives_wrong_and_no_value_and_is_never_timed():
 def test_ok_row_carries_identity_and_consistent_value():
     src, dst = torch.randn(1_000_000), torch.empty(1_000_000)
     cpu = Target(torch.device("cpu"), None, {"device_name": "test cpu"})
-    row = measure.run(_measurement(lambda: None, lambda: dst.copy_(src)), cpu, timing.TUNE)
+    row = _timed_row(_measurement(lambda: None, lambda: dst.copy_(src)), cpu)
     assert row["status"] == "ok" and row["device_name"] == "test cpu" and row["device_index"] == ""
     assert row["value"] == pytest.approx(8e6 / row["time_s"] / 1e9, rel=1e-12)
     assert row["timer"] == "perf_counter"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from bench.core import topology
+from bench.core import nvml, topology
 from test_telemetry import H100, fake_nvml, install
 
 MACHINES = json.loads((Path(__file__).parent / "fixtures" / "nvml_topology.json").read_text())["machines"]
@@ -174,7 +174,7 @@ def test_binding_constants_match_ours():
 def test_without_nvml_everything_is_empty():
     assert topology.all_gpus(None) == []
     assert topology.pairs(None, []) == {}
-    assert topology.call(None, "nvmlDeviceGetCount") is None
+    assert nvml.call("nvmlDeviceGetCount", nv=None) is None
     with topology.LinkSampler(None, [None]) as s:
         pass
     assert s.result(0) == (None, None, 0)
@@ -348,10 +348,9 @@ def test_read_gpu_pcie_fields_from_the_h100_fixture(monkeypatch):
 ])
 def test_collective_reads_nvlinks_through_topology(monkeypatch, machine, expected):
     from bench.families import collective
-    from bench.core import telemetry
 
     nv = machine_nvml(machine)
     handle = nv.nvmlDeviceGetHandleByIndex(0)
-    monkeypatch.setattr(telemetry, "nvml", lambda: nv)
-    monkeypatch.setattr(telemetry, "nvml_handle", lambda index: handle)
+    monkeypatch.setattr(nvml, "module", lambda: nv)
+    monkeypatch.setattr(nvml, "handle", lambda index: handle)
     assert collective.nvlink_state(0) == expected

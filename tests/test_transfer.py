@@ -7,10 +7,13 @@ import time
 import pytest
 import torch
 
-from bench.core import specs, telemetry, topology
-from bench.families import transfer
+from bench.core import harness, identity, normalize, nvml, specs, telemetry, timing, topology
 from bench.core.devices import Target, cpu_target
 from bench.core.results import ResultsWriter, read_results
+from bench.core.window import observe
+from bench.families import transfer, transfer_host
+from helpers import make_run
+from helpers import measure as run_case
 from test_telemetry import H100_IDENTITY, fake_nvml, install
 
 GIB, MIB = 2**30, 2**20
@@ -19,18 +22,22 @@ H100_SXM = DB.find("H100 SXM5 80GB")
 H100_PCIE = DB.find("H100 PCIe 80GB")
 
 
-@pytest.fixture(autouse=True)
-def fresh_placement(monkeypatch):
-    monkeypatch.setattr(transfer, "_PLACEMENT", {})
-    monkeypatch.setattr(transfer, "_WARNED", set())
-    monkeypatch.setattr(transfer, "host_memory_total_bytes", lambda: 256 * GIB)  # plans sized by the GPU alone
-
-
-def gpu_like(index=0, identity=None, spec=None, free_bytes=80 * GIB) -> Target:
-    """A Target that looks like a GPU to the planner; nothing is allocated."""
-    t = Target(torch.device("cuda", index), index, dict(identity or H100_IDENTITY), spec)
+def gpu_like(index=0, identity=None, spec=None, free_bytes=80 * GIB, host_bytes=256 * GIB) -> Target:
+    """A Target that looks like a GPU to the planner; nothing is allocated. Plans sized by the GPU alone."""
+    t = Target(torch.device("cuda", index), index, dict(identity or H100_IDENTITY), spec, host_memory_bytes=host_bytes)
     t.free_bytes = lambda: free_bytes
     return t
+
+
+def plan(target, profile="quick", gpus=1):
+    """The family's cases for `target` in a run that sees `gpus` GPUs."""
+    return transfer.cases(target, make_run([target], profile, visible_gpus=gpus))
+
+
+def waived(target, case):
+    """Why a case is not measured here (the family's waiver), or None."""
+    found = transfer.waive(target, case, transfer.State())
+    return found[1] if found else None
 
 
 # ---------------------------------------------------------------- link arithmetic
@@ -45,13 +52,13 @@ ENCODING = {1: 0.8, 2: 0.8, 3: 128 / 130, 4: 128 / 130, 5: 128 / 130, 6: 242 / 2
 @pytest.mark.parametrize("width", [1, 2, 4, 8, 16])
 def test_pcie_per_direction_every_generation_and_width(gen, width):
     want = GT_PER_S[gen] * width / 8 * ENCODING[gen]
-    assert specs.pcie_bytes_per_s(gen, width) == pytest.approx(want, rel=1e-12)
+    assert normalize.pcie_bytes_per_s(gen, width) == pytest.approx(want, rel=1e-12)
     # what a row is normalized against, trained link (derived) and supported link (spec)
-    assert transfer.pcie_peak(gen, width) == pytest.approx(want, rel=1e-12)
-    assert transfer.pcie_peak(str(gen), str(width)) == pytest.approx(want, rel=1e-12)  # identity columns are text
-    claim = transfer.pcie_claim(None, gen, width)
-    assert claim.bytes_per_s == pytest.approx(want) and claim.link == f"Gen{gen} x{width}"
-    norm = transfer.normalization(0.5 * want / 1e9, claim, want)
+    assert normalize.pcie_link(gen, width) == pytest.approx(want, rel=1e-12)
+    assert normalize.pcie_link(str(gen), str(width)) == pytest.approx(want, rel=1e-12)  # identity columns are text
+    rate, _source, link = normalize.pcie_claim(None, gen, width)
+    assert rate == pytest.approx(want) and link == f"Gen{gen} x{width}"
+    norm = normalize.link_columns(None, 0.5 * want / 1e9, (rate, _source, link), "pcie_per_direction", want)
     assert norm["spec_value"] == pytest.approx(want / 1e9) and norm["derived_peak"] == pytest.approx(want / 1e9)
     assert norm["pct_of_spec"] == pytest.approx(50.0) and norm["pct_of_derived"] == pytest.approx(50.0)
 
@@ -59,111 +66,109 @@ def test_pcie_per_direction_every_generation_and_width(gen, width):
 @pytest.mark.parametrize("gen, width, gb_per_s", [(1, 1, 0.25), (2, 1, 0.5), (3, 16, 15.754), (4, 16, 31.508),
                                                   (5, 16, 63.015), (5, 8, 31.508), (6, 16, 121.0)])
 def test_pcie_against_published_figures(gen, width, gb_per_s):
-    assert specs.pcie_bytes_per_s(gen, width) / 1e9 == pytest.approx(gb_per_s, abs=0.001)
+    assert normalize.pcie_bytes_per_s(gen, width) / 1e9 == pytest.approx(gb_per_s, abs=0.001)
 
 
 def test_unknown_links_give_no_peak():
-    assert transfer.pcie_peak(7, 16) is None and transfer.pcie_peak(5, 0) is None
-    assert transfer.pcie_peak(None, 16) is None and transfer.pcie_peak("", "") is None
-    assert transfer.pcie_claim(None, "", "") is None
+    assert normalize.pcie_link(7, 16) is None and normalize.pcie_link(5, 0) is None
+    assert normalize.pcie_link(None, 16) is None and normalize.pcie_link("", "") is None
+    assert normalize.pcie_claim(None, "", "") is None
 
 
 def test_supported_link_comes_from_the_spec_entry_else_nvml():
-    claim = transfer.pcie_claim(H100_SXM, "4", "16")  # the spec wins over NVML's (slot-limited) maximum
-    assert claim.link == "Gen5 x16" and claim.figure == "pcie_per_direction"
-    assert claim.bytes_per_s == specs.pcie_bytes_per_s(5, 16) and claim.source == H100_SXM.figures["pcie_gen"].source
-    nvml = transfer.pcie_claim(None, "5", "16")
-    assert nvml.link == "Gen5 x16" and nvml.source.startswith("NVML")
+    rate, source, link = normalize.pcie_claim(H100_SXM, "4", "16")  # the spec wins over NVML's (slot-limited) maximum
+    assert link == "Gen5 x16"
+    assert rate == normalize.pcie_bytes_per_s(5, 16) and source == H100_SXM.figures["pcie_gen"].source
+    _rate, source, link = normalize.pcie_claim(None, "5", "16")
+    assert link == "Gen5 x16" and source.startswith("NVML")
 
 
 def test_nvlink_claim_and_derived_peak():
-    sxm = transfer.nvlink_claim(H100_SXM)
-    assert sxm.bytes_per_s == 450e9 and sxm.figure == "nvlink_per_direction"
-    pcie = transfer.nvlink_claim(H100_PCIE)  # only nvlink_bidir (600, bridged pair): half of it
-    assert pcie.bytes_per_s == 300e9 and pcie.source.startswith("half of nvlink_bidir")
-    assert transfer.nvlink_claim(None) is None
-    assert transfer.nvlink_peak(18, "9.0") == pytest.approx(450e9)  # 18 links x 25 GB/s (NVLink 4)
-    assert transfer.nvlink_peak(12, "9.0") == pytest.approx(300e9)  # an H100 NVL bridge
-    assert transfer.nvlink_peak(12, "8.0") == pytest.approx(300e9)  # A100: 12 x 25
-    assert transfer.nvlink_peak(4, "8.6") is None  # RTX bridges run slower links: no guess
-    assert transfer.nvlink_peak(0, "9.0") is None
+    rate, _source = normalize.nvlink_claim(H100_SXM)
+    assert rate == 450e9
+    rate, source = normalize.nvlink_claim(H100_PCIE)  # only nvlink_bidir (600, bridged pair): half of it
+    assert rate == 300e9 and source.startswith("half of nvlink_bidir")
+    assert normalize.nvlink_claim(None) is None
+    assert normalize.nvlink_peak(18, "9.0", DB) == pytest.approx(450e9)  # 18 links x 25 GB/s (NVLink 4)
+    assert normalize.nvlink_peak(12, "9.0", DB) == pytest.approx(300e9)  # an H100 NVL bridge
+    assert normalize.nvlink_peak(12, "8.0", DB) == pytest.approx(300e9)  # A100: 12 x 25
+    assert normalize.nvlink_peak(4, "8.6", DB) is None  # RTX bridges run slower links: no guess
+    assert normalize.nvlink_peak(0, "9.0", DB) is None
 
 
 def test_bidir_total_is_normalized_against_both_directions():
-    claim = transfer.pcie_claim(H100_SXM, 5, 16)
-    peak = specs.pcie_bytes_per_s(5, 16)
-    norm = transfer.normalization(100.0, claim, peak, directions=2)
+    claim = normalize.pcie_claim(H100_SXM, 5, 16)
+    peak = normalize.pcie_bytes_per_s(5, 16)
+    norm = normalize.link_columns(None, 100.0, claim, "pcie_per_direction", peak, directions=2)
     assert norm["spec_figure"] == "pcie_both_directions" and norm["spec_value"] == pytest.approx(2 * peak / 1e9)
     assert norm["pct_of_derived"] == pytest.approx(100.0 * 100e9 / (2 * peak))
-    empty = transfer.normalization(None, None, None)
-    assert set(empty) == set(specs.NORMALIZE_KEYS) - {"spec_entry"} and not any(empty.values())
+    empty = normalize.link_columns(None, None, None, "pcie_per_direction", None)
+    assert set(empty) == set(specs.NORMALIZE_KEYS) and not any(empty.values())
+    row = {"family": "transfer", "benchmark": "bidir_total", "status": "ok", "value": "100.0", "unit": "GB/s",
+           "pcie_gen_max": "5", "pcie_width_max": "16", "pcie_gen_current": "5", "pcie_width_current": "16"}
+    assert normalize.columns(row, H100_SXM, DB)["pct_of_derived"] == pytest.approx(norm["pct_of_derived"])
 
 
 # ---------------------------------------------------------------- the plan and skip logic
 
 def test_cpu_plan_is_quick_sizes_and_placeholders():
-    plan = transfer.cases(cpu_target(), "quick")
-    host = [c for c in plan if not c.is_p2p]
-    assert {(c.memory, c.nbytes) for c in host} == {(k, n) for k in ("pinned", "pageable") for n in (256 * MIB, GIB)}
+    cases = plan(cpu_target(), gpus=0)
+    host = [c for c in cases if not c.spec.is_p2p]
+    assert {(c.spec.memory, c.spec.nbytes) for c in host} == {(k, n) for k in ("pinned", "pageable")
+                                                             for n in (256 * MIB, GIB)}
     assert [c.benchmark for c in host[:5]] == ["h2d", "d2h", "h2d_bidir", "d2h_bidir", "bidir_total"]
-    assert [c.id for c in plan if c.is_p2p] == ["transfer/p2p/torch/no-peer", "transfer/p2p_bidir/torch/no-peer",
-                                               "transfer/p2p_latency/torch/no-peer"]
-    assert host[0].id == "transfer/h2d/torch/pinned-256MiB" and host[-1].case == "pageable-1GiB"
-    assert len({c.id for c in plan}) == len(plan) == 23
+    assert [c.id for c in cases if c.spec.is_p2p] == ["transfer/p2p/torch/no-peer", "transfer/p2p_bidir/torch/no-peer",
+                                                     "transfer/p2p_latency/torch/no-peer"]
+    assert host[0].id == "transfer/h2d/torch/pinned-256MiB" and host[-1].name == "pageable-1GiB"
+    assert len({c.id for c in cases}) == len(cases) == 23
 
 
-def test_full_plan_sweeps_1mib_to_1gib(monkeypatch):
-    monkeypatch.setattr(transfer, "visible_gpus", lambda: 2)
-    plan = transfer.cases(gpu_like(), "full")
-    sizes = sorted({c.nbytes for c in plan if not c.is_p2p})
+def test_full_plan_sweeps_1mib_to_1gib():
+    cases = plan(gpu_like(), "full", gpus=2)
+    sizes = sorted({c.spec.nbytes for c in cases if not c.spec.is_p2p})
     assert sizes == [2**k for k in range(20, 31)]
-    assert all(c.buffer_bytes == GIB for c in plan if c.benchmark != "p2p_latency")  # buffers allocated once
-    p2p = [c for c in plan if c.benchmark == "p2p"]
-    assert [c.case for c in p2p][:2] == ["cuda:0->cuda:1-1MiB", "cuda:0->cuda:1-2MiB"]
+    assert all(c.spec.buffer_bytes == GIB for c in cases if c.benchmark != "p2p_latency")  # buffers allocated once
+    p2p = [c for c in cases if c.benchmark == "p2p"]
+    assert [c.name for c in p2p][:2] == ["cuda:0->cuda:1-1MiB", "cuda:0->cuda:1-2MiB"]
 
 
-def test_gpu_plan_has_every_ordered_pair_from_this_gpu(monkeypatch):
-    monkeypatch.setattr(transfer, "visible_gpus", lambda: 4)
-    plan = transfer.cases(gpu_like(index=2), "quick")
-    p2p = [c.id for c in plan if c.is_p2p]
+def test_gpu_plan_has_every_ordered_pair_from_this_gpu():
+    cases = plan(gpu_like(index=2), gpus=4)
+    p2p = [c.id for c in cases if c.spec.is_p2p]
     assert p2p == [f"transfer/{b}/torch/cuda:2->cuda:{j}-{s}" for j in (0, 1, 3)
                    for b, s in (("p2p", "256MiB"), ("p2p_bidir", "256MiB"), ("p2p_latency", "16B"))]
-    assert all(transfer.skip_reason(gpu_like(index=2), c) is None for c in plan)
+    assert all(waived(gpu_like(index=2), c) is None for c in cases)
 
 
-def test_sizes_above_the_memory_cap_are_skipped_rows_with_the_reason(monkeypatch):
-    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
-    plan = transfer.cases(gpu_like(free_bytes=3 * GIB), "quick")  # room for 256 MiB copies only
-    measured = [c for c in plan if not c.is_p2p and transfer.skip_reason(gpu_like(), c) is None]
-    assert {c.nbytes for c in measured} == {256 * MIB}
-    skipped = [c for c in plan if not c.is_p2p and c not in measured]
-    assert {c.case for c in skipped} == {"pinned-1GiB", "pageable-1GiB"} and len(skipped) == 10
-    why = transfer.skip_reason(gpu_like(), skipped[0])
+def test_sizes_above_the_memory_cap_are_skipped_rows_with_the_reason():
+    cases = plan(gpu_like(free_bytes=3 * GIB))  # room for 256 MiB copies only
+    measured = [c for c in cases if not c.spec.is_p2p and waived(gpu_like(), c) is None]
+    assert {c.spec.nbytes for c in measured} == {256 * MIB}
+    skipped = [c for c in cases if not c.spec.is_p2p and c not in measured]
+    assert {c.name for c in skipped} == {"pinned-1GiB", "pageable-1GiB"} and len(skipped) == 10
+    why = waived(gpu_like(), skipped[0])
     assert why == "1GiB copies not measured: free device memory allows 256MiB per copy (buffers take 8x a copy)"
-    tiny = transfer.cases(gpu_like(free_bytes=64 * MIB), "quick")
-    assert {c.nbytes for c in tiny if not c.is_p2p and not c.reduced} == {8 * MIB}
+    tiny = plan(gpu_like(free_bytes=64 * MIB))
+    assert {c.spec.nbytes for c in tiny if not c.spec.is_p2p and not c.spec.reduced} == {8 * MIB}
 
 
 def test_host_side_is_sized_from_memtotal_not_memavailable(monkeypatch):
     """A VM whose memory grows as it is used reports little MemAvailable: the 1 GiB copies must stay."""
-    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
-    monkeypatch.setattr("bench.core.devices._host_available_bytes", lambda: 2 * GIB)  # what the VM shows as free
-    monkeypatch.setattr(transfer, "host_memory_total_bytes", lambda: 128 * GIB)
-    plan = transfer.cases(gpu_like(), "quick")
-    assert {c.nbytes for c in plan if not c.is_p2p and not c.reduced} == {256 * MIB, GIB}
-    monkeypatch.setattr(transfer, "host_memory_total_bytes", lambda: 4 * GIB)  # a small host: the reason names it
-    small = [c for c in transfer.cases(gpu_like(), "quick") if c.reduced]
-    assert transfer.skip_reason(gpu_like(), small[0]).startswith(
+    monkeypatch.setattr("bench.core.devices.host_available_bytes", lambda: 2 * GIB)  # what the VM shows as free
+    cases = plan(gpu_like(host_bytes=128 * GIB))
+    assert {c.spec.nbytes for c in cases if not c.spec.is_p2p and not c.spec.reduced} == {256 * MIB, GIB}
+    small = [c for c in plan(gpu_like(host_bytes=4 * GIB)) if c.spec.reduced]  # a small host: the reason names it
+    assert waived(gpu_like(), small[0]).startswith(
         "1GiB copies not measured: host memory (MemTotal 4.0 GiB) allows 512MiB per copy")
 
 
 def test_cpu_mode_rows_are_skipped_with_the_reason(tmp_path):
     target = cpu_target()
-    rows = [transfer.run_case(target, c, "quick", {}) for c in transfer.cases(target, "quick")]
+    rows = [run_case(transfer, target, c) for c in plan(target, gpus=0)]
     assert {r["status"] for r in rows} == {"skipped"}
     assert {r["message"] for r in rows} == {transfer.CPU_REASON}
     assert all(r["family"] == "transfer" and r["provider"] == "torch" and "value" not in r for r in rows)
-    writer = ResultsWriter(tmp_path / "run.csv", telemetry.run_identity())
+    writer = ResultsWriter(tmp_path / "run.csv", identity.run_identity())
     for r in rows:
         writer.write(r)
     writer.close()
@@ -172,52 +177,50 @@ def test_cpu_mode_rows_are_skipped_with_the_reason(tmp_path):
     assert {(r["metric"], r["unit"]) for r in back.rows} == {("bandwidth", "GB/s"), ("latency", "us")}
 
 
-def test_one_gpu_skips_peer_copies_with_the_reason(monkeypatch):
-    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
+def test_one_gpu_skips_peer_copies_with_the_reason():
     target = gpu_like()
-    p2p = [c for c in transfer.cases(target, "quick") if c.is_p2p]
-    assert [c.peer for c in p2p] == [None, None, None]
-    rows = [transfer.run_case(target, c, "quick", {}) for c in p2p]
+    p2p = [c for c in plan(target) if c.spec.is_p2p]
+    assert [c.spec.peer for c in p2p] == [None, None, None]
+    rows = [run_case(transfer, target, c) for c in p2p]
     assert {r["status"] for r in rows} == {"skipped"}
     assert {r["message"] for r in rows} == {"one GPU visible (cuda:0): peer-to-peer copies need two"}
     assert {r["device_index"] for r in rows} == {0}  # a GPU machine: accept reads this as not applicable
 
 
-def test_run_start_warning_once_per_device(monkeypatch, capsys):
-    monkeypatch.setattr(transfer, "visible_gpus", lambda: 1)
-    monkeypatch.setattr(transfer, "placement", lambda t: topology.Placement(1, frozenset(), frozenset(), [0, 1], "far away"))
-    transfer.cases(gpu_like(), "quick")
-    transfer.cases(gpu_like(), "quick")
-    transfer.cases(cpu_target(), "quick")
-    assert capsys.readouterr().err == "warning: cuda:0: far away\n"
+def test_planning_does_no_io_and_the_placement_warning_comes_before_the_first_case(monkeypatch):
+    monkeypatch.setattr(transfer, "placement", lambda t, state: topology.Placement(
+        1, frozenset(), frozenset(), [0, 1], "far away"))
+    monkeypatch.setattr(nvml, "module", lambda: pytest.fail("planning read NVML"))
+    plan(gpu_like())
+    assert transfer.prepare([gpu_like(), cpu_target()], transfer.State()) == ["cuda:0: far away"]
 
 
 # ---------------------------------------------------------------- verification
 
 def test_verify_passes_a_copy_and_catches_a_copy_that_did_nothing():
-    src = transfer._random_bytes(MIB, "cpu")
+    src = transfer_host.random_bytes(MIB, "cpu")
     dst = torch.zeros(MIB, dtype=torch.uint8)
-    assert transfer.verify([dst], lambda: dst.copy_(src), [(dst, src, "h2d")], ["cpu"]) is None
+    assert transfer_host.verify([dst], lambda: dst.copy_(src), [(dst, src, "h2d")], ["cpu"]) is None
     # dst already holds the right bytes; a copy that does nothing must still fail (zeroed first)
-    problem = transfer.verify([dst], lambda: None, [(dst, src, "h2d")], ["cpu"])
+    problem = transfer_host.verify([dst], lambda: None, [(dst, src, "h2d")], ["cpu"])
     zeros = int((src == 0).sum())
     assert problem == f"h2d: {MIB - zeros} of {MIB} bytes differ from the source"
 
 
 def test_verify_catches_a_shifted_copy_and_names_each_direction():
-    a, b = transfer._random_bytes(MIB, "cpu"), transfer._random_bytes(MIB, "cpu")
+    a, b = transfer_host.random_bytes(MIB, "cpu"), transfer_host.random_bytes(MIB, "cpu")
     da, db = torch.zeros_like(a), torch.zeros_like(b)
 
     def both():
         da.copy_(a)
         db[1:] = b[:-1]  # off by one byte
-    problem = transfer.verify([da, db], both, [(da, a, "h2d"), (db, b, "d2h")], ["cpu"])
+    problem = transfer_host.verify([da, db], both, [(da, a, "h2d"), (db, b, "d2h")], ["cpu"])
     assert problem.startswith("d2h: ") and "h2d" not in problem
-    assert transfer.compare([(da, a, "h2d")]) is None
+    assert transfer_host.compare([(da, a, "h2d")]) is None
 
 
 def test_random_bytes_are_not_constant():
-    x = transfer._random_bytes(MIB, "cpu")
+    x = transfer_host.random_bytes(MIB, "cpu")
     assert x.numel() == MIB and x.dtype == torch.uint8
     assert len(torch.unique(x)) == 256  # zeros run faster than data in some paths; never a constant
 
@@ -248,21 +251,21 @@ def transfer_for(nv, seconds=0.06):
 def test_observe_reads_the_link_while_the_copy_runs(monkeypatch):
     nv = loaded_h100(monkeypatch)
     assert telemetry.pcie_link(0) == {"pcie_gen_current": "1", "pcie_width_current": "16"}  # idle: Gen1
-    result, window = transfer.observe([0], transfer_for(nv))
+    result, window = observe([0], transfer_for(nv))
     assert result == "timed"
     gen, width, readings = window.link[0]
     assert (gen, width) == (5, 16) and readings >= 3
     assert window.replays == {0: 0}
     assert int(window.telemetry[0]["telemetry_samples"]) >= 2
-    cols, notes = transfer.link_notes(H100_IDENTITY, window.link[0], window.replays[0])
+    cols, notes = transfer_host.link_notes(H100_IDENTITY, window.link[0], window.replays[0])
     assert cols == {"pcie_gen_current": "5", "pcie_width_current": "16"} and notes == []
 
 
 def test_gen4_x8_under_load_is_flagged_on_the_row(monkeypatch):
     nv = loaded_h100(monkeypatch, loaded=(4, 8), replays=(10, 13))
-    _, window = transfer.observe([0], transfer_for(nv))
+    _, window = observe([0], transfer_for(nv))
     assert window.link[0][:2] == (4, 8) and window.replays == {0: 3}
-    cols, notes = transfer.link_notes(H100_IDENTITY, window.link[0], window.replays[0])
+    cols, notes = transfer_host.link_notes(H100_IDENTITY, window.link[0], window.replays[0])
     assert cols == {"pcie_gen_current": "4", "pcie_width_current": "8"}
     assert notes == ["PCIe link trained at Gen4 x8, the card supports Gen5 x16 (read during this transfer)",
                      "PCIe replays during this transfer: 3"]
@@ -270,10 +273,10 @@ def test_gen4_x8_under_load_is_flagged_on_the_row(monkeypatch):
 
 def test_observe_without_nvml_is_empty(monkeypatch):
     install(monkeypatch, fake_nvml())
-    monkeypatch.setattr(telemetry, "_nvml_state", False)  # as on a machine without a driver
-    result, window = transfer.observe([0], lambda: 7)
+    monkeypatch.setattr(nvml, "_state", False)  # as on a machine without a driver
+    result, window = observe([0], lambda: 7)
     assert result == 7 and window.link == {0: (None, None, 0)} and window.replays == {0: None}
-    assert transfer.link_notes(H100_IDENTITY, window.link[0], None) == (
+    assert transfer_host.link_notes(H100_IDENTITY, window.link[0], None) == (
         {"pcie_gen_current": "", "pcie_width_current": ""}, [])
 
 
@@ -281,29 +284,30 @@ def test_observe_without_nvml_is_empty(monkeypatch):
 
 def ok_h2d_row(samples_s, link=(5, 16, 12), identity=None):
     target = gpu_like(identity=identity or {**H100_IDENTITY, "compute_processes": "0"}, spec=H100_SXM)
-    case = transfer.Case("h2d", "pinned", 256 * MIB, 0, None, GIB)
-    fields = transfer.bandwidth_fields(samples_s, 1, "cuda_events+hold", case.nbytes)
-    cols, notes = transfer.link_notes(target.identity, link, 0)
-    norm = transfer.normalization(fields["value"], transfer.pcie_claim(H100_SXM, 5, 16), transfer.pcie_peak(*link[:2]))
-    params = {"direction": "h2d", "memory": "pinned", "bytes": case.nbytes, "link_under_load": topology.link_text(*link[:2])}
-    return transfer.finish_row(target, case, params, fields, {}, cols, norm, notes)
+    copy = transfer.Copy("h2d", "pinned", 256 * MIB, 0, None, GIB)
+    cols, notes = transfer_host.link_notes(target.identity, link, 0)
+    params = {"direction": "h2d", "memory": "pinned", "bytes": copy.nbytes, "link_under_load": topology.link_text(*link[:2])}
+    row = harness.measured_row(transfer.make_case(copy), target, timing.Timing(samples_s, "cuda_events+hold", 1), params,
+                               transfer_host.window_columns({}, cols), notes)
+    row.update(normalize.columns(row, target.spec, DB))
+    return row
 
 
 def test_ok_row_values_and_both_denominators(tmp_path):
     t = 256 * MIB / 55e9  # 55 GB/s
     row = ok_h2d_row([t * 0.99, t, t * 1.01])
     assert row["value"] == pytest.approx(55.0) and row["unit"] == "GB/s" and row["work"] == 256 * MIB
-    assert row["pct_of_spec"] == pytest.approx(100 * 55e9 / specs.pcie_bytes_per_s(5, 16))
+    assert row["pct_of_spec"] == pytest.approx(100 * 55e9 / normalize.pcie_bytes_per_s(5, 16))
     assert row["pct_of_derived"] == row["pct_of_spec"]  # trained at what the card supports
     assert row["spec_figure"] == "pcie_per_direction" and row["spec_unit"] == "GB/s"
     assert row["message"] == "" and row["case"] == "pinned-256MiB" and row["benchmark"] == "h2d"
     slow = ok_h2d_row([t], link=(4, 8, 9))
-    assert slow["pct_of_derived"] == pytest.approx(100 * 55e9 / specs.pcie_bytes_per_s(4, 8))
+    assert slow["pct_of_derived"] == pytest.approx(100 * 55e9 / normalize.pcie_bytes_per_s(4, 8))
     assert slow["pct_of_spec"] == row["pct_of_spec"]  # the claim is the card's, whatever the slot did
     assert slow["message"] == "PCIe link trained at Gen4 x8, the card supports Gen5 x16 (read during this transfer)"
     busy = ok_h2d_row([t], identity=H100_IDENTITY)  # one other process on the card (the fixture's pid 4242)
     assert busy["message"] == "disturbed: 1 other process(es) computing on the card during the measurement"
-    writer = ResultsWriter(tmp_path / "r.csv", telemetry.run_identity())
+    writer = ResultsWriter(tmp_path / "r.csv", identity.run_identity())
     writer.write(row)
     writer.write(slow)
     writer.close()
@@ -313,16 +317,17 @@ def test_ok_row_values_and_both_denominators(tmp_path):
 
 
 def test_latency_fields_are_microseconds_lower_is_better():
-    f = transfer.latency_fields([2e-6, 3e-6, 4e-6, 3e-6, 10e-6], 17, "cuda_events+hold")
+    case = transfer.make_case(transfer.Copy("p2p_latency", "device", 16, 0, 1))
+    f = harness.value_fields(timing.Timing([2e-6, 3e-6, 4e-6, 3e-6, 10e-6], "cuda_events+hold", 17), case)
     assert f["value"] == pytest.approx(3.0) and f["time_s"] == pytest.approx(3e-6)
     assert f["p10"] < f["value"] < f["p90"] and f["n_samples"] == 5 and f["calls_per_sample"] == 17
     assert [float(s) for s in f["samples"].split(";")] == pytest.approx([2.0, 3.0, 4.0, 3.0, 10.0])
 
 
-def test_describe_bidir_total_counts_both_directions():
-    m = transfer.describe(transfer.Case("bidir_total", "pinned", GIB, 0))
+def test_bidir_total_counts_both_directions():
+    m = transfer.make_case(transfer.Copy("bidir_total", "pinned", GIB, 0))
     assert m.work == 2 * GIB and m.size_bytes == 2 * GIB
-    lat = transfer.describe(transfer.Case("p2p_latency", "device", 16, 0, 1))
+    lat = transfer.make_case(transfer.Copy("p2p_latency", "device", 16, 0, 1))
     assert (lat.metric, lat.unit, lat.work) == ("latency", "us", 16.0)
 
 
@@ -356,6 +361,6 @@ def test_summary_host_table_and_p2p_matrices():
 
 def test_summary_is_empty_without_ok_rows():
     target = cpu_target()
-    rows = [transfer.run_case(target, c, "quick", {}) for c in transfer.cases(target, "quick")]
+    rows = [run_case(transfer, target, c) for c in plan(target, gpus=0)]
     assert transfer.summary_lines(rows) == []
     assert transfer.summary_lines([]) == []

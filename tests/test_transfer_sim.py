@@ -14,10 +14,11 @@ import types
 import pytest
 import torch
 
-from bench.core import specs, timing
-from bench.families import transfer
+from bench.core import harness, specs, timing
 from bench.core.devices import Target
 from bench.core.results import ResultsWriter, read_results
+from bench.families import transfer, transfer_host, transfer_p2p
+from helpers import make_run
 from test_telemetry import H100_IDENTITY
 
 MIB, GIB = 2**20, 2**30
@@ -72,10 +73,9 @@ def sim(monkeypatch):
     st.device = lambda *args: torch.device("cpu")
     st.empty = lambda *a, pin_memory=False, **k: torch.empty(*a, **k)
     st.zeros = lambda *a, pin_memory=False, **k: torch.zeros(*a, **k)
-    monkeypatch.setattr(transfer, "torch", st)
+    for module in (transfer, transfer_host, transfer_p2p):
+        monkeypatch.setattr(module, "torch", st)
     monkeypatch.setattr(timing, "torch", st)  # its _sleep is the simulated spin kernel
-    monkeypatch.setattr(transfer, "_PLACEMENT", {})
-    monkeypatch.setattr(transfer, "_WARNED", set())
     return st
 
 
@@ -86,13 +86,21 @@ class SimGpu(Target):
 
 
 def gpu(index=0) -> SimGpu:
-    t = SimGpu(torch.device("cpu"), index, dict(H100_IDENTITY), H100_SXM)
+    t = SimGpu(torch.device("cpu"), index, dict(H100_IDENTITY), H100_SXM, host_memory_bytes=256 * GIB)
     t.free_bytes = lambda: 80 * GIB
     return t
 
 
-def case(benchmark, memory="pinned", nbytes=MIB, peer=None, buffer=None):
-    return transfer.Case(benchmark, memory, nbytes, 0, peer, buffer or nbytes)
+def case(benchmark, memory="pinned", nbytes=MIB, peer=None, buffer=None, device=0):
+    return transfer.make_case(transfer.Copy(benchmark, memory, nbytes, device, peer, buffer or nbytes))
+
+
+def run_case(target, c, state=None):
+    """One case through the harness, in a run of two (simulated) GPUs, sharing `state` if given."""
+    run = make_run([target], visible_gpus=2)
+    run.family_states["transfer"] = state if state is not None else transfer.State(run)
+    run.family_states["transfer"].run = run
+    return harness.run_case(transfer, target, c, run)
 
 
 def ok(row):
@@ -103,7 +111,7 @@ def ok(row):
 @pytest.mark.parametrize("memory", ["pinned", "pageable"])
 def test_one_way_rows(sim, memory):
     for b in ("h2d", "d2h"):
-        row = ok(transfer.run_case(gpu(), case(b, memory), "quick", {}))
+        row = ok(run_case(gpu(), case(b, memory)))
         assert row["value"] > 0 and row["work"] == MIB and row["size_bytes"] == MIB
         assert row["case"] == f"{memory}-1MiB" and row["device_index"] == 0
         assert row["spec_figure"] == "pcie_per_direction" and row["spec_value"] == pytest.approx(63.0154, abs=1e-3)
@@ -116,10 +124,10 @@ def test_one_way_rows(sim, memory):
 
 def test_both_ways_measured_once_for_three_rows(sim, monkeypatch):
     calls = []
-    real = transfer._measure_host_bidir
-    monkeypatch.setattr(transfer, "_measure_host_bidir", lambda *a: calls.append(1) or real(*a))
-    tuned: dict = {}
-    rows = {b: ok(transfer.run_case(gpu(), case(b), "quick", tuned)) for b in ("h2d_bidir", "d2h_bidir", "bidir_total")}
+    real = transfer_host._measure_both_ways
+    monkeypatch.setattr(transfer_host, "_measure_both_ways", lambda *a: calls.append(1) or real(*a))
+    tuned = transfer.State()
+    rows = {b: ok(run_case(gpu(), case(b), tuned)) for b in ("h2d_bidir", "d2h_bidir", "bidir_total")}
     assert len(calls) == 1
     assert json.loads(rows["h2d_bidir"]["params"])["direction"] == "h2d"
     assert json.loads(rows["bidir_total"]["params"])["direction"] == "both"
@@ -135,29 +143,29 @@ def test_both_ways_measured_once_for_three_rows(sim, monkeypatch):
 
 
 def test_pageable_both_ways_uses_two_threads(sim):
-    tuned: dict = {}
-    row = ok(transfer.run_case(gpu(), case("h2d_bidir", "pageable"), "quick", tuned))
+    tuned = transfer.State()
+    row = ok(run_case(gpu(), case("h2d_bidir", "pageable"), tuned))
     assert "host threads" in json.loads(row["params"])["timing"]
     assert row["n_samples"] >= 10
 
 
 def test_a_copy_that_does_nothing_is_wrong(sim, monkeypatch):
-    real = transfer._host_copies
+    real = transfer_host._copies
 
     def broken(target, c, tuned):
         b, h2d, d2h = real(target, c, tuned)
         return b, h2d, (lambda: None)
-    monkeypatch.setattr(transfer, "_host_copies", broken)
-    row = transfer.run_case(gpu(), case("d2h"), "quick", {})
+    monkeypatch.setattr(transfer_host, "_copies", broken)
+    row = run_case(gpu(), case("d2h"))
     assert row["status"] == "wrong" and row["message"].startswith("d2h: ") and "value" not in row
-    assert ok(transfer.run_case(gpu(), case("h2d"), "quick", {}))  # the other direction still copies
-    tuned: dict = {}
-    rows = [transfer.run_case(gpu(), case(b), "quick", tuned) for b in ("h2d_bidir", "d2h_bidir", "bidir_total")]
+    assert ok(run_case(gpu(), case("h2d")))  # the other direction still copies
+    tuned = transfer.State()
+    rows = [run_case(gpu(), case(b), tuned) for b in ("h2d_bidir", "d2h_bidir", "bidir_total")]
     assert [r["status"] for r in rows] == ["wrong"] * 3 and len({r["message"] for r in rows}) == 1
 
 
 def test_a_copy_that_corrupts_during_timing_is_wrong_after_timing(sim, monkeypatch):
-    real = transfer._host_copies
+    real = transfer_host._copies
 
     def flaky(target, c, tuned):
         b, h2d, d2h = real(target, c, tuned)
@@ -169,45 +177,45 @@ def test_a_copy_that_corrupts_during_timing_is_wrong_after_timing(sim, monkeypat
             if n[0] > 1:  # fine during the check, corrupt once timed
                 b.host_dst[0] ^= 1
         return b, h2d, copy
-    monkeypatch.setattr(transfer, "_host_copies", flaky)
-    row = transfer.run_case(gpu(), case("d2h"), "quick", {})
+    monkeypatch.setattr(transfer_host, "_copies", flaky)
+    row = run_case(gpu(), case("d2h"))
     assert row["status"] == "wrong" and row["message"].startswith("after timing: d2h: 1 of")
 
 
 def test_a_crash_is_an_error_row_shared_by_the_three_bidir_rows(sim, monkeypatch):
     def crash(*a):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
-    monkeypatch.setattr(transfer, "_host_copies", crash)
-    tuned: dict = {}
-    rows = [transfer.run_case(gpu(), case(b), "quick", tuned) for b in ("h2d", "h2d_bidir", "d2h_bidir", "bidir_total")]
+    monkeypatch.setattr(transfer_host, "_copies", crash)
+    tuned = transfer.State()
+    rows = [run_case(gpu(), case(b), tuned) for b in ("h2d", "h2d_bidir", "d2h_bidir", "bidir_total")]
     assert [r["status"] for r in rows] == ["error"] * 4
     assert rows[1]["message"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
 
 
 def test_buffers_are_allocated_once_per_kind_and_freed_after_it(sim, monkeypatch):
     made = []
-    real = transfer._random_bytes
-    monkeypatch.setattr(transfer, "_random_bytes", lambda n, d, pin=False: made.append((n, pin)) or real(n, d, pin))
-    tuned: dict = {}
+    real = transfer_host.random_bytes
+    monkeypatch.setattr(transfer_host, "random_bytes", lambda n, d, pin=False: made.append((n, pin)) or real(n, d, pin))
+    tuned = transfer.State()
     plan = [case(b, kind, n, buffer=2 * MIB) for kind in ("pinned", "pageable") for n in (MIB, 2 * MIB)
             for b in transfer.HOST_BENCHMARKS]
     for c in plan:
-        ok(transfer.run_case(gpu(), c, "quick", tuned))
-        if c.memory == "pinned":
-            assert tuned["transfer.buffers"].key == ("cpu", "pinned", 2 * MIB)
+        ok(run_case(gpu(), c, tuned))
+        if c.spec.memory == "pinned":
+            assert tuned.buffers.key == ("cpu", "pinned", 2 * MIB)
     assert made == [(2 * MIB, True), (2 * MIB, False), (2 * MIB, False), (2 * MIB, False)]  # host src, device src
-    assert "transfer.buffers" not in tuned  # freed after the last pageable case
+    assert tuned.buffers is None  # freed after the last pageable case
 
 
 def test_peer_copies_and_their_matrices(sim, tmp_path):
-    tuned: dict = {}
+    tuned = transfer.State()
     rows = []
     for src, dst in ((0, 1), (1, 0)):
         for b in ("p2p", "p2p_bidir"):
-            c = transfer.Case(b, "device", MIB, src, dst, MIB)
-            rows.append(ok(transfer.run_case(gpu(src), c, "quick", tuned)))
-        rows.append(ok(transfer.run_case(gpu(src), transfer.Case("p2p_latency", "device", 16, src, dst, 16), "quick", tuned)))
-    assert len([k for k in tuned if k[0] == "transfer.p2p_bidir"]) == 1  # one both-ways run for the pair
+            c = case(b, "device", MIB, dst, MIB, device=src)
+            rows.append(ok(run_case(gpu(src), c, tuned)))
+        rows.append(ok(run_case(gpu(src), case("p2p_latency", "device", 16, dst, 16, device=src), tuned)))
+    assert len([k for k in tuned.shared if k[0] == "p2p_bidir"]) == 1  # one both-ways run for the pair
     p2p = rows[0]
     params = json.loads(p2p["params"])
     assert (params["src"], params["dst"], params["path"], params["peer_access_torch"]) == ("cuda:0", "cuda:1", "?", True)
@@ -228,16 +236,15 @@ def test_peer_copies_and_their_matrices(sim, tmp_path):
 
 def test_no_peer_access_is_noted(sim):
     sim.cuda = fake_cuda(2, peer_access=False)
-    row = ok(transfer.run_case(gpu(), transfer.Case("p2p", "device", MIB, 0, 1, MIB), "quick", {}))
+    row = ok(run_case(gpu(), case("p2p", "device", MIB, 1, MIB)))
     assert "no peer access (torch): the driver stages the copy through host memory" in row["message"]
 
 
 def test_plan_rows_end_to_end(sim, monkeypatch, tmp_path):
     """A whole (tiny) plan for two simulated GPUs: every row ok, one file, the summary prints."""
-    monkeypatch.setattr(transfer, "visible_gpus", lambda: 2)
     monkeypatch.setattr(transfer, "size_cap", lambda t: (MIB, "the test's cap"))
-    tuned: dict = {}
-    rows = [transfer.run_case(gpu(i), c, "quick", tuned) for i in (0, 1) for c in transfer.cases(gpu(i), "quick")]
+    tuned = transfer.State()
+    rows = [run_case(gpu(i), c, tuned) for i in (0, 1) for c in transfer.cases(gpu(i), make_run([], visible_gpus=2))]
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert {r["status"] for r in rows if r not in skipped} == {"ok"}
     assert {r["message"] for r in skipped} == {f"{s} copies not measured: the test's cap (buffers take 8x a copy)"
@@ -261,7 +268,7 @@ def test_nvlink_pair_is_normalized_against_nvlink(sim, monkeypatch):
         for link in m["gpus"][0]["nvlinks"][:2]:
             link["state"] = 0
     install(monkeypatch, machine_nvml("h100_nvl_pair", two_down))
-    row = ok(transfer.run_case(gpu(0), transfer.Case("p2p", "device", MIB, 0, 1, MIB), "quick", {}))
+    row = ok(run_case(gpu(0), case("p2p", "device", MIB, 1, MIB)))
     params = json.loads(row["params"])
     assert (params["path"], params["nvlinks"], params["nvlink_generation"]) == ("NV10", 10, 4)
     assert params["p2p_nvml"] == {"read": "ok", "write": "ok", "nvlink": "ok"}
@@ -277,7 +284,7 @@ def test_pcie_pair_across_sockets_reads_both_links(sim, monkeypatch):
 
     install(monkeypatch, machine_nvml("pcie_4_two_sockets"))
     monkeypatch.setattr(transfer.torch, "cuda", fake_cuda(4, peer_access=False))
-    row = ok(transfer.run_case(gpu(0), transfer.Case("p2p", "device", MIB, 0, 3, MIB), "quick", {}))
+    row = ok(run_case(gpu(0), case("p2p", "device", MIB, 3, MIB)))
     params = json.loads(row["params"])
     assert (params["path"], params["p2p_nvml"]["read"], params["peer_access_torch"]) == (
         "SYS", "IOH topology not supported", False)
@@ -301,11 +308,11 @@ def test_a_failed_pinned_allocation_measures_smaller_and_says_so(sim):
         return real_zeros(*a, **k)
     sim.zeros = zeros
     sim.empty = lambda *a, pin_memory=False, **k: zeros(*a, pin_memory=pin_memory, **k) if pin_memory else torch.empty(*a, **k)
-    tuned: dict = {}
-    row = ok(transfer.run_case(gpu(), case("h2d", nbytes=8 * MIB), "quick", tuned))
+    tuned = transfer.State()
+    row = ok(run_case(gpu(), case("h2d", nbytes=8 * MIB), tuned))
     assert row["case"] == "pinned-8MiB" and row["size_bytes"] == 2 * MIB and row["work"] == 2 * MIB
     assert row["message"].startswith("measured at 2MiB, not 8MiB: the pinned host allocation of 2 x 8MiB failed: "
                                      "RuntimeError: CUDA error: out of memory (cudaHostAlloc)")
     assert json.loads(row["params"])["bytes"] == 2 * MIB
-    row = ok(transfer.run_case(gpu(), case("h2d", "pageable", nbytes=8 * MIB), "quick", tuned))
+    row = ok(run_case(gpu(), case("h2d", "pageable", nbytes=8 * MIB), tuned))
     assert row["size_bytes"] == 8 * MIB and "measured at" not in row["message"]  # pageable memory is not pinned

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 
 from ..core import specs, telemetry
+from ..core.normalize import renormalize
+from ..core.options import RunOptions
 from ..core.results import ResultsFileError, card_key, read_results
 
 try:
@@ -473,7 +475,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "confirmed, so a check against it is judged even where the shipped claim is derived")
 
 
-def accept_main(args) -> int:
+def main(args) -> int:
     try:
         policy = load_policy(args.policy)
         db = specs.load(args.specs)
@@ -485,9 +487,9 @@ def accept_main(args) -> int:
     else:
         from . import run
 
-        run_args = argparse.Namespace(device=args.device, families=list(run.FAMILIES), profile="quick",
-                                      out=args.out, specs=args.specs, argv=["accept", *args.argv])
-        code, path = run.execute(run_args, before_family=idle_gate(policy))
+        options = RunOptions(device=args.device, profile="quick", out=args.out, specs=args.specs,
+                             argv=("cardbench", *args.argv))
+        code, path = run.execute(options, before_family=idle_gate(policy))
         if path is None:
             return EXIT_INCONCLUSIVE  # nothing measured; run printed why
     try:
@@ -499,9 +501,7 @@ def accept_main(args) -> int:
         print(f"cardbench accept: {path}: no measurements to judge", file=sys.stderr)
         return EXIT_INCONCLUSIVE
     if args.from_file and args.specs:
-        from .report import renormalize  # the one rule report uses for --specs on a stored run
-
-        renormalize([res], db)
+        renormalize(res.rows, db)  # the one normalization rule, against the --specs database
     verdicts = judge(res.rows, policy, db)
     print(f"\nacceptance ({policy.origin}), judging {path}" + ("" if res.complete else " (an incomplete run)"))
     print(render(verdicts))

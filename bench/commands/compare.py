@@ -225,7 +225,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="compare runs of different cards (rows matched by device index)")
 
 
-def compare_main(args) -> int:
+def main(args) -> int:
     try:
         overrides = parse_thresholds(args.threshold)
         new = read_results(args.new)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core import telemetry, topology
+from ..core import identity, nvml, topology
 
 VERSION_KEYS = ("driver_version", "cuda_driver_version", "cuda_runtime_version", "torch_version",
                 "triton_version", "nccl_version", "cardbench_version", "cardbench_commit")
@@ -29,7 +29,7 @@ def _cuda_indices() -> dict[object, int]:
             return {}
         out = {}
         for i in range(torch.cuda.device_count()):
-            bus = telemetry._torch_bus_id(torch.cuda.get_device_properties(i))
+            bus = nvml.torch_bus_id(torch.cuda.get_device_properties(i))
             if bus:
                 out[topology.bus_key(bus)] = i
         return out
@@ -54,21 +54,21 @@ def snapshot(nv=None, cuda_indices: dict | None = None) -> dict:
     numa_nodes [{node, cpus, memory_bytes}], process_cpus}; versions {driver_version,
     cuda_driver_version, cuda_runtime_version, torch_version, triton_version, nccl_version,
     cardbench_version, cardbench_commit, nvml_version}; nvml (bool); gpus [{gpu (NVML index),
-    cuda_index, identity {telemetry.DEVICE_KEYS}, numa_node, local_cpus, pcie {current, max,
+    cuda_index, identity {identity.DEVICE_KEYS}, numa_node, local_cpus, pcie {current, max,
     max_slot, replay_count, note}, nvlink {active, down, links [{link, active, remote_bus_id,
     remote_type, version}]}, health [..]}]; pairs [{from, to, path, description, pcie_path,
     nvlinks, p2p_nvml {read, write, nvlink}, peer_access_torch}] (NVML indices); notes [..].
     """
-    nv = telemetry._nvml_module() if nv is None else nv
-    run = telemetry.run_identity()
+    nv = nvml.module() if nv is None else nv
+    run = identity.run_identity()
     nodes = topology.host_numa_nodes()
     host = {k: run[k] for k in ("host", "cpu_model", "cpu_cores", "os", "python_version")}
-    host["memory_total_bytes"] = telemetry.host_memory_total_bytes()
+    host["memory_total_bytes"] = identity.host_memory_total_bytes()
     host["numa_nodes"] = [{"node": n, "cpus": topology.format_cpulist(c), "memory_bytes": topology.node_memory_bytes(n)}
                           for n, c in nodes.items()]
     host["process_cpus"] = topology.format_cpulist(topology.process_cpus())
     versions = {k: run[k] for k in VERSION_KEYS}
-    versions["nvml_version"] = str(topology.call(nv, "nvmlSystemGetNVMLVersion") or "")
+    versions["nvml_version"] = str(nvml.call("nvmlSystemGetNVMLVersion", nv=nv) or "")
     gpus = topology.all_gpus(nv)
     cuda = _cuda_indices() if cuda_indices is None else cuda_indices
     snap = {"host": host, "versions": versions, "nvml": nv is not None, "gpus": [], "pairs": [], "notes": []}
@@ -81,7 +81,7 @@ def snapshot(nv=None, cuda_indices: dict | None = None) -> dict:
         # Idle links train down to save power: the current generation here is not the trained one.
         note = "" if g.pcie_gen_current is None or g.pcie_gen_current == g.pcie_gen_max else (
             "idle reading: links train down when idle; `cardbench run --families transfer` reads it under load")
-        ident = telemetry.device_identity(index, handle=g.handle)
+        ident = identity.device_identity(index, handle=g.handle)
         snap["gpus"].append({
             "gpu": g.nvml_index, "cuda_index": index, "identity": ident,
             "numa_node": g.numa_node, "local_cpus": topology.format_cpulist(g.local_cpus),
@@ -183,7 +183,7 @@ def render(snap: dict) -> str:
     return "\n".join(lines)
 
 
-def env_main(args) -> int:
+def main(args) -> int:
     """`cardbench env [--json]`; exit 0 (a machine without a GPU is a valid answer)."""
     snap = snapshot()
     print(json.dumps(snap, indent=1, ensure_ascii=False, default=str) if args.json else render(snap))

@@ -282,7 +282,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
-def history_main(args) -> int:
+def main(args) -> int:
     missing = [p for p in args.results if not Path(p).exists()]
     if missing:
         print(f"cardbench history: {', '.join(missing)}: no such file or directory", file=sys.stderr)

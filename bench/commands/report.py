@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..core import specs
 from ..core.results import Results, ResultsFileError, card_key, read_results
+from ..core.normalize import renormalize
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 DEFAULT_FLEET_MARGIN = 0.05  # ml-engineering: 5%+ spread between healthy GPUs of one node
@@ -58,15 +59,6 @@ def load(paths: list[str]) -> list[Results]:
     if not files:
         raise ResultsFileError(paths[0] if paths else "(none)", None, None, "no results CSV found")
     return [read_results(f) for f in files]
-
-
-def renormalize(runs: list[Results], db: specs.SpecDB) -> None:
-    """Recompute the spec columns with the given database (a --specs file may add or dispute claims)."""
-    for res in runs:
-        for r in res.rows:
-            entry = db.match(r["device_name"], r.get("pci_device_id", ""))
-            r.update({k: "" if v is None else (repr(v) if isinstance(v, float) else str(v))
-                      for k, v in specs.columns_for(r, entry).items()})
 
 
 def cards_of(runs: list[Results]) -> list[Card]:
@@ -417,11 +409,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="flag cards more than PCT%% below their fleet median (default 5)")
 
 
-def report_main(args) -> int:
+def main(args) -> int:
     try:
         runs = load(args.results)
         if args.specs:
-            renormalize(runs, specs.load(args.specs))
+            renormalize([r for res in runs for r in res.rows], specs.load(args.specs))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
     except (ResultsFileError, specs.SpecError) as e:

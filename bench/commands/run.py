@@ -1,27 +1,28 @@
-"""`cardbench run`: measure the selected families on the selected devices, write one CSV."""
+"""`cardbench run`: measure the selected families on the selected devices, write one CSV.
+
+The plan is every (device, family, case), made before anything is measured and from
+what the devices hold (no I/O); `--list` prints it, `--case GLOB` picks from it. Each
+case goes through the one harness (bench/core/harness.py) and its row reaches the disk
+at once; Ctrl-C, SIGTERM, a crash or a hung case close the file as incomplete.
+"""
 from __future__ import annotations
 
-import os
-import re
+import fnmatch
 import shlex
 import signal
 import sys
-import tempfile
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from tabulate import tabulate
 from tqdm import tqdm
 
-from ..families import collective, matmul, memory, transfer
-from ..core import devices, launch, measure, specs, telemetry
+from ..core import devices, harness, identity, launch, specs
+from ..core.options import PROFILES, RunOptions, positive_int, seconds
 from ..core.results import ResultsWriter, new_run_id, results_path
-
-# A family is a module with cases(target, profile) and run_case(target, case, profile, tuned);
-# optionally prepare(targets, args), called before the plan is made, and summary_lines(rows).
-FAMILIES = {"memory": memory, "matmul": matmul, "transfer": transfer, "collective": collective}
+from ..families import FAMILIES
+from .run_guard import CASE_TIMEOUT_S, Watchdog, device_lock
+from .run_output import first_line, header, print_table, spec_line
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -34,82 +35,163 @@ def _on_sigterm(signum, frame):
     raise Interrupted("SIGTERM")
 
 
+def families_arg(text: str) -> list[str]:
+    """argparse type of --families: a comma-separated list of known family names."""
+    import argparse
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no family named in {text!r}; available: {', '.join(FAMILIES)}")
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown family {', '.join(unknown)}; available: {', '.join(FAMILIES)}")
+    return names
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--device", default="all",
+                   help="cpu, cuda:N, or all (default: every visible GPU; the CPU when there is none)")
+    p.add_argument("--families", type=families_arg, default=None,
+                   help=f"comma-separated benchmark families: {', '.join(FAMILIES)} (default: all)")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="quick: headline sizes only; full: adds size sweeps and a wider tuning search")
+    p.add_argument("--case", action="append", metavar="GLOB",
+                   help="run only the cases whose id matches (repeatable; ids as --list prints them, "
+                        "e.g. 'memory/copy/*/plateau')")
+    p.add_argument("--list", action="store_true", help="print every case id, whether it runs here and why not; "
+                   "measure nothing")
+    p.add_argument("--out", default="results", help="directory for the results CSV (default: results/ in the "
+                   "current folder)")
+    p.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones")
+    p.add_argument("--case-timeout", type=seconds, default=CASE_TIMEOUT_S, metavar="SECONDS",
+                   help="a case still running after this long is taken as hung: the file is closed as "
+                        "incomplete naming it, and the run exits 124 (default 1800)")
+    p.add_argument("--ranks", type=positive_int, default=2,
+                   help="CPU mode: gloo processes the collective family starts (default 2)")
+    p.add_argument("--collective-timeout", type=seconds, default=300.0, metavar="SECONDS",
+                   help="collective family: rendezvous and per-operation timeout; a job where no rank made "
+                        "progress for this long is ended (default 300)")
+
+
 def main(args) -> int:
-    return execute(args)[0]
+    options = RunOptions.from_args(args, args.argv)
+    if args.list:
+        return list_cases(options)
+    return execute(options)[0]
 
 
-def execute(args, before_family=None) -> tuple[int, Path | None]:
+def setup(options: RunOptions) -> harness.RunState:
+    """The devices, the spec database and the run state; raises DeviceError or SpecError."""
+    targets = devices.select(options.device)
+    db = specs.load(options.specs)
+    for t in targets:
+        t.spec = db.match(t.identity.get("device_name", ""), t.identity.get("pci_device_id", ""))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return harness.RunState(targets, db, options.profile, options, gpus)
+
+
+def plan(run: harness.RunState, options: RunOptions) -> list[tuple[devices.Target, object, harness.Case]]:
+    """Every (target, family, case) of the run, in order; no I/O. --case GLOBs pick some."""
+    names = options.families or tuple(FAMILIES)
+    out = [(t, FAMILIES[n], c) for t in run.targets for n in names for c in FAMILIES[n].cases(t, run)]
+    if options.cases:
+        out = [item for item in out if any(fnmatch.fnmatchcase(item[2].id, g) for g in options.cases)]
+    return out
+
+
+def list_cases(options: RunOptions) -> int:
+    """`run --list`: each case id, and whether it would run here or why not (nvbandwidth's -l)."""
+    try:
+        run = setup(options)
+    except (devices.DeviceError, specs.SpecError) as e:
+        print(f"cardbench: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    items = plan(run, options)
+    if not items:
+        print(f"cardbench: no case matches {', '.join(options.cases)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for target, family, case in items:
+        waived = harness.waiver(target, case) or family.waive(target, case, run.state(family))
+        where = f"{target.device}"
+        print(f"{case.id}  {where}  " + (f"{waived[0]}: {waived[1]}" if waived else "runs"))
+    return EXIT_OK
+
+
+def execute(options: RunOptions, before_family=None) -> tuple[int, Path | None]:
     """Run the plan; returns the exit code and the CSV written (None when nothing was).
 
-    `before_family(target, family)` runs each time a device starts a new family
+    `before_family(target, family_name)` runs each time a device starts a new family
     (`cardbench accept` waits there for the card to be idle and cool).
 
-    Joined mode (started by torchrun or srun, bench/launch.py): only local rank 0
-    of each node measures and writes that node's CSV, and it runs the collective
-    family first (the other ranks wait for it in the rendezvous); the other ranks
-    only take part in the collectives (collective.follow) and write nothing.
+    Joined mode (started by torchrun or srun, bench/core/launch.py): only local rank 0 of
+    each node measures and writes that node's CSV, and it runs the collective family
+    first (the other ranks wait for it in the rendezvous); the other ranks only take part
+    in the collectives (collective.follow) and write nothing.
     """
     job = launch.joined_job()
     if job is not None and job.local_rank != 0:
-        return collective.follow(job, args), None
+        return FAMILIES["collective"].follow(job, options), None
     try:
-        targets = devices.select(args.device)
-    except devices.DeviceError as e:
+        run = setup(options)
+    except (devices.DeviceError, specs.SpecError) as e:
         print(f"cardbench: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT, None
-    try:
-        db = specs.load(args.specs)
-    except specs.SpecError as e:
-        print(f"cardbench: {e}", file=sys.stderr)
+    items = plan(run, options)
+    if not items:
+        print(f"cardbench: no case matches {', '.join(options.cases)} (`cardbench run --list` shows them)",
+              file=sys.stderr)
         return EXIT_BAD_INPUT, None
-    families = args.families
-    cpu_mode = not any(t.is_cuda for t in targets)
-    print(first_line(targets, cpu_mode), flush=True)
+    targets = run.targets
+    print(first_line(targets, not any(t.is_cuda for t in targets)), flush=True)
     for t in targets:
-        t.spec = db.match(t.identity.get("device_name", ""), t.identity.get("pci_device_id", ""))
         print(spec_line(t), flush=True)
         warning = specs.cross_check(t.spec, t.identity)
         if warning:
             print(f"warning: {t.device}: {warning}", file=sys.stderr)
-
-    run_id = new_run_id()
-    started = datetime.now(timezone.utc)
-    run_fields = telemetry.run_identity()
-    run_fields.update(run_id=run_id, profile=args.profile, command=shlex.join(["cardbench", *args.argv]))
+    run_id, started = new_run_id(), datetime.now(timezone.utc)
+    run_fields = identity.run_identity()
+    run_fields.update(run_id=run_id, profile=options.profile, command=shlex.join(options.argv or ("cardbench",)))
     print(header(run_fields), flush=True)
     label = targets[0].name if len(targets) == 1 else f"{len(targets)}x{targets[0].name}"
-    path = results_path(Path(args.out), label, run_id, started)
+    path = results_path(Path(options.out), label, run_id, started)
     try:
         writer = ResultsWriter(path, run_fields)
     except OSError as e:
-        print(f"cardbench: cannot write results to {args.out}: {e.strerror or e}", file=sys.stderr)
+        print(f"cardbench: cannot write results to {options.out}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT, None
-    for t in targets:
+    _warn_before(run, items)
+    if job is not None:
+        items.sort(key=lambda item: item[1].NAME != "collective")  # stable: the rest keeps its order
+    return _measure(run, items, writer, path, options, before_family)
+
+
+def _warn_before(run: harness.RunState, items) -> None:
+    """Warnings before the first case: other processes on a card, another cardbench run, the families' own."""
+    for t in run.targets:
         others = t.identity.get("compute_processes")
         if others and others != "0":
             print(f"warning: {others} other process(es) are computing on {t.device} ({t.name}); "
                   "its measurements are disturbed", file=sys.stderr)
-    locks = [device_lock(t) for t in targets]  # held until the process ends
+    run.locks = [device_lock(t) for t in run.targets]  # held until the process ends
+    for family in dict.fromkeys(item[1] for item in items):
+        prepare = getattr(family, "prepare", None)
+        for line in prepare(run.targets, run.state(family)) if prepare else []:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
 
-    for name in families:  # e.g. the collective family: the run's GPUs form its group
-        getattr(FAMILIES[name], "prepare", lambda targets, args: None)(targets, args)
-    plan = [(t, name, case) for t in targets for name in families for case in FAMILIES[name].cases(t, args.profile)]
-    if job is not None:
-        plan.sort(key=lambda item: item[1] != "collective")  # stable: the rest keeps its order
+
+def _measure(run, items, writer: ResultsWriter, path: Path, options: RunOptions, before_family):
     rows: list[dict] = []
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    tuned: dict = {}
     try:
-        with tqdm(total=len(plan), unit="case", file=sys.stderr, disable=None, leave=False) as bar:
+        with tqdm(total=len(items), unit="case", file=sys.stderr, disable=None, leave=False) as bar:
             current = None
-            for target, name, case in plan:
-                if before_family is not None and current != (target.device, name):
-                    current = (target.device, name)
-                    before_family(target, name)
+            for target, family, case in items:
+                if before_family is not None and current != (target.device, family.NAME):
+                    current = (target.device, family.NAME)
+                    before_family(target, family.NAME)
                 bar.set_description(f"{target.device} {case.id}")
-                with Watchdog(writer, f"{target.device} {case.id}", getattr(args, "case_timeout", CASE_TIMEOUT_S)):
-                    row = FAMILIES[name].run_case(target, case, args.profile, tuned)
-                row.update(normalized(row, target))
+                with Watchdog(writer, f"{target.device} {case.id}", options.case_timeout_s):
+                    row = harness.run_case(family, target, case, run)
                 try:
                     writer.write(row)
                 except OSError as e:  # disk full, file system gone: never claim a complete file
@@ -119,10 +201,11 @@ def execute(args, before_family=None) -> tuple[int, Path | None]:
                     return EXIT_BAD_INPUT, path
                 rows.append(row)
                 bar.update()
-                if row["status"] == "error" and not measure.cuda_context_usable(target):
-                    writer.close("error", f"stopped: the CUDA context on {target.device} is unusable after: {row['message']}")
-                    print(f"cardbench: stopped, {target.device} can no longer run work after an error: {row['message']}",
-                          file=sys.stderr)
+                if row["status"] == "error" and not harness.cuda_context_usable(target):
+                    writer.close("error", f"stopped: the CUDA context on {target.device} is unusable after: "
+                                          f"{row['message']}")
+                    print(f"cardbench: stopped, {target.device} can no longer run work after an error: "
+                          f"{row['message']}", file=sys.stderr)
                     print_table(rows)
                     print(f"results (incomplete): {path}")
                     return EXIT_FAILED_ROWS, path
@@ -133,17 +216,13 @@ def execute(args, before_family=None) -> tuple[int, Path | None]:
         print(f"\ncardbench: interrupted by {why}; results so far (marked incomplete): {path}", file=sys.stderr)
         return 128 + (signal.SIGTERM if why == "SIGTERM" else signal.SIGINT), path
     except BaseException as e:
-        writer.close("error", f"crashed: {measure.error_message(e)}")
+        writer.close("error", f"crashed: {harness.error_message(e)}")
         print(f"cardbench: crashed; results so far (marked incomplete): {path}", file=sys.stderr)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     writer.close()
-    print_table(rows)
-    for name in families:  # family summaries: dtype ladder, P2P matrices
-        for line in getattr(FAMILIES[name], "summary_lines", lambda rows: [])(rows):
-            print(line)
-    print(f"results: {path}")
+    _print_end(rows, items, path)
     failed = [r for r in rows if r["status"] in ("wrong", "error")]
     if failed:
         print(f"cardbench: {len(failed)} row(s) wrong or error", file=sys.stderr)
@@ -151,148 +230,10 @@ def execute(args, before_family=None) -> tuple[int, Path | None]:
     return EXIT_OK, path
 
 
-def first_line(targets: list[devices.Target], cpu_mode: bool) -> str:
-    if cpu_mode:
-        why = "no CUDA GPU visible" if not torch.cuda.is_available() else "--device cpu"
-        return (f"cardbench: CPU mode ({why}): measuring this host with torch; Triton and GPU-only rows "
-                "are skipped; numbers describe this host, not a GPU")
-    names = ", ".join(f"{t.device} {t.name}" for t in targets)
-    return f"cardbench: measuring {len(targets)} GPU(s): {names}"
+def _print_end(rows: list[dict], items, path: Path) -> None:
+    print_table(rows)
+    for family in dict.fromkeys(item[1] for item in items):  # family summaries: dtype ladder, P2P matrices
+        for line in getattr(family, "summary_lines", lambda rows: [])(rows):
+            print(line)
+    print(f"results: {path}")
 
-
-# A case that has not finished after this long is taken as hung (a stuck kernel):
-# the file is closed as incomplete naming the case, and the process exits.
-CASE_TIMEOUT_S = 1800.0
-EXIT_HUNG = 124
-
-
-class Watchdog:
-    """Ends the run when one case hangs: a stuck CUDA kernel cannot be interrupted from Python."""
-
-    def __init__(self, writer: ResultsWriter, what: str, timeout_s: float):
-        self.writer, self.what, self.timeout_s = writer, what, timeout_s
-        self.timer = threading.Timer(timeout_s, self._fire)
-        self.timer.daemon = True
-
-    def __enter__(self):
-        self.timer.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.timer.cancel()
-        return False
-
-    def _fire(self) -> None:
-        message = f"hung: {self.what} did not finish within {self.timeout_s:g} s"
-        try:
-            self.writer.close("error", message)
-        finally:
-            print(f"\ncardbench: {message}; results so far (marked incomplete): {self.writer.path}",
-                  file=sys.stderr, flush=True)
-            os._exit(EXIT_HUNG)
-
-
-def device_lock(target: devices.Target):
-    """Take this device's lock; when another cardbench run holds it, warn: the runs disturb each other."""
-    try:
-        import fcntl
-    except ImportError:  # not on this platform: no warning, the result files still never collide
-        return None
-    key = target.identity.get("device_uuid") or f"{target.device.type}-{target.identity.get('device_name', '')}"
-    path = Path(tempfile.gettempdir()) / f"cardbench-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.lock"
-    try:
-        f = open(path, "a+")
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "unknown"
-        print(f"warning: another cardbench run (pid {holder}) is measuring {target.device} now: "
-              "both runs' measurements disturb each other", file=sys.stderr)
-        return f
-    except OSError:
-        return None
-    f.truncate(0)
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
-
-
-def normalized(row: dict, target: devices.Target) -> dict:
-    """The spec columns for a row measured on `target` (specs.columns_for)."""
-    return specs.columns_for(row, target.spec)
-
-
-def spec_line(t: devices.Target) -> str:
-    if t.spec is not None:
-        return f"{t.device}: spec entry '{t.spec.name}' ({t.spec.origin})"
-    if not t.is_cuda:
-        return f"{t.device}: no spec entry for this CPU; normalization columns stay empty"
-    return f"{t.device}: " + specs.unknown_card_message(t.identity.get("device_name", ""),
-                                                        t.identity.get("pci_device_id", ""))
-
-
-def header(run: dict[str, str]) -> str:
-    keys = ("host", "cpu_model", "driver_version", "cuda_runtime_version", "torch_version",
-            "triton_version", "nccl_version", "cardbench_version", "cardbench_commit", "profile", "run_id")
-    return "  ".join(f"{k}={run[k]}" for k in keys if run.get(k))
-
-
-def print_table(rows: list[dict]) -> None:
-    if not rows:
-        return
-    by_device: dict[str, list[dict]] = {}
-    for r in rows:
-        index = r.get("device_index", "")
-        where = "cpu" if index == "" else f"cuda:{index}"
-        by_device.setdefault(f"{where}: {r.get('device_name', '')}", []).append(r)
-    for device, device_rows in by_device.items():
-        # Rows not run for the same reason are told once, not once per case.
-        waived: dict[tuple[str, str, str], int] = {}
-        shown = []
-        for r in device_rows:
-            if r["status"] in ("skipped", "unsupported"):
-                key = (r["status"], r["provider"], r["message"])
-                waived[key] = waived.get(key, 0) + 1
-            else:
-                shown.append(r)
-        print(f"\n{device}")
-        if shown:
-            headers = ["benchmark", "provider", "case", "value", "p10..p90", "% of spec", "% derived", "status", "note"]
-            table = [table_row(r) for r in shown]
-            for col in (6, 5):  # drop a normalization column no row has (unknown card, CPU mode)
-                if not any(t[col] for t in table):
-                    headers.pop(col)
-                    table = [t[:col] + t[col + 1:] for t in table]
-            print(tabulate(table, headers=headers, disable_numparse=True))
-        for (status, provider, message), count in waived.items():
-            print(f"{status}: {count} {provider} row(s): {message}")
-        summary = copy_summary(device_rows)
-        if summary:
-            print(summary)
-
-
-def number(x) -> str:
-    """Printed value: one decimal from 10 up, three significant digits below (never a bare 0.0)."""
-    v = float(x)
-    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
-
-
-def table_row(r: dict) -> list[str]:
-    ok = r["status"] == "ok"
-    value = f"{number(r['value'])} {r['unit']}" if ok else ""
-    spread = f"{number(r['p10'])}..{number(r['p90'])}" if ok else ""
-    pct_spec = f"{float(r['pct_of_spec']):.1f}%" if ok and r.get("pct_of_spec") not in (None, "") else ""
-    pct_derived = f"{float(r['pct_of_derived']):.1f}%" if ok and r.get("pct_of_derived") not in (None, "") else ""
-    name = f"{r['family']}/{r['benchmark']}"
-    if r["family"] == "collective" and r["dtype"]:  # bf16 and fp32 rows of one size side by side
-        name += f" {r['dtype']}"
-    return [name, r["provider"], r["case"], value, spread, pct_spec, pct_derived, r["status"], r["message"]]
-
-
-def copy_summary(rows: list[dict]) -> str:
-    """Triton copy against torch copy_ at the plateau: the headline should never be below the framework."""
-    found = {r["provider"]: float(r["value"]) for r in rows
-             if r["family"] == "memory" and r["benchmark"] == "copy" and r["case"] == "plateau" and r["status"] == "ok"}
-    if "triton" in found and "torch" in found:
-        return f"plateau copy: triton {found['triton']:,.1f} GB/s = {found['triton'] / found['torch']:.1%} of torch copy_"
-    return ""

@@ -38,7 +38,7 @@ def _context(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import _positive_int
+    from ..core.options import positive_int as _positive_int
 
     names = ", ".join(m["name"] for m in shipped_models())
     p.add_argument("model", metavar="MODEL", help=f"a shipped model ({names}) or a Hugging Face config.json path")
@@ -179,7 +179,7 @@ def build(args) -> dict:
             "fsdp": fsdp, "fsdp_notes": fsdp_notes, "sources": refs}
 
 
-def size_main(args) -> int:
+def main(args) -> int:
     """`cardbench size`: print the tables (or --json); write --deepspeed-config FILE; exit 0, 2 on bad input."""
     try:
         report = build(args)

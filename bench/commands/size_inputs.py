@@ -8,7 +8,7 @@ memory = NVML's `memory_total_bytes` (labelled `reported`). With several GPUs of
 the files, the slowest GPU's value: a synchronous step waits for it.
 Claimed (bench/core/specs.toml): memory_size_gb, memory_bandwidth, <dtype>_dense (never a sparse
 figure), and the link: NVLink per direction where the entry's NVLink reaches all the GPUs,
-else PCIe from pcie_gen x pcie_lanes (bench.core.specs.pcie_bytes_per_s).
+else PCIe from pcie_gen x pcie_lanes (bench.core.normalize.pcie_bytes_per_s).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import specs
+from ..core import normalize, specs
 
 SCALE = {"B": 1.0, "gen": 1.0, "lanes": 1.0, "GB": 1e9, "GB/s": 1e9, "TB/s": 1e12, "MB/s": 1e6, "GFLOP/s": 1e9, "TFLOP/s": 1e12,
          "PFLOP/s": 1e15}
@@ -74,14 +74,14 @@ def claimed_pcie(entry: specs.Entry | None) -> Value:
     gen, lanes = claimed(entry, "pcie_gen"), claimed(entry, "pcie_lanes")
     if gen.value is None or lanes.value is None:
         return Value(None, "missing", "no PCIe figures" + (f" in '{entry.name}'" if entry else ""))
-    return Value(specs.pcie_bytes_per_s(int(gen.value), int(lanes.value)), "claimed",
+    return Value(normalize.pcie_bytes_per_s(int(gen.value), int(lanes.value)), "claimed",
                  f"PCIe Gen{int(gen.value)} x{int(lanes.value)} per direction ({gen.source}; {lanes.source})",
                  gen.refs + lanes.refs)
 
 
 def claimed_link(entry: specs.Entry | None, gpus: int) -> Value:
     """The per-direction link a ring collective over `gpus` GPUs of this card runs on, claimed."""
-    nvlink = specs.nvlink_per_direction_bytes_per_s(entry) if entry else None
+    nvlink = normalize.nvlink_per_direction_bytes_per_s(entry) if entry else None
     reach = nvlink_reach(entry) if entry else 0
     if nvlink and (reach is None or gpus <= reach):
         key = "nvlink_per_direction" if "nvlink_per_direction" in entry.figures else "nvlink_bidir"

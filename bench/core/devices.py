@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import telemetry, timing
+from . import identity, nvml, timing
 
 
 class DeviceError(ValueError):
@@ -20,6 +20,7 @@ class Target:
     index: int | None  # CUDA index; None in CPU mode
     identity: dict[str, str] = field(default_factory=dict)
     spec: object = None  # the bench.core.specs.Entry this card matched, or None (unknown card, CPU)
+    host_memory_bytes: int = 0  # the host's MemTotal when the run started (0: unknown)
 
     @property
     def is_cuda(self) -> bool:
@@ -40,22 +41,17 @@ class Target:
     @property
     def sm_clock_hz(self) -> float:
         """The card's maximum SM clock, which sizes the timers' spin kernel (NVML, else torch's property)."""
-        return timing.sm_clock_hz(self.identity, telemetry.torch_props(self.index) if self.is_cuda else None)
+        return timing.sm_clock_hz(self.identity, nvml.torch_props(self.index) if self.is_cuda else None)
 
     def free_bytes(self) -> int:
         """Memory a benchmark may allocate now on this device."""
         if self.is_cuda:
             free, _total = torch.cuda.mem_get_info(self.device)
             return int(free)
-        return _host_available_bytes()
+        return host_available_bytes()
 
 
-def host_memory_total_bytes() -> int | None:
-    """The host's MemTotal (bytes), or None where /proc/meminfo cannot tell."""
-    return telemetry.host_memory_total_bytes()
-
-
-def _host_available_bytes() -> int:
+def host_available_bytes() -> int:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -89,8 +85,12 @@ def select(spec: str | None) -> list[Target]:
 
 
 def cpu_target() -> Target:
-    return Target(torch.device("cpu"), None, telemetry.cpu_identity())
+    return Target(torch.device("cpu"), None, identity.cpu_identity(), host_memory_bytes=_host_total())
 
 
 def cuda_target(index: int) -> Target:
-    return Target(torch.device("cuda", index), index, telemetry.device_identity(index))
+    return Target(torch.device("cuda", index), index, identity.device_identity(index), host_memory_bytes=_host_total())
+
+
+def _host_total() -> int:
+    return identity.host_memory_total_bytes() or 0

@@ -185,11 +185,12 @@ def _store(host: str, port: int, timeout_s: float, is_master: bool):
 
 
 def run(target: str, payload: dict, job: Job, ranks: list[dict], timeout_s: float,
-        result_rank: int | None, host_store: bool) -> list[dict]:
+        result_rank: int | None, host_store: bool, on_record=None) -> list[dict]:
     """Start one worker per entry of `ranks` ({"rank", "local_rank", "device"}), supervise them.
 
     `target` is "module:function", called in each worker as function(context, payload).
-    Returns the records (JSON objects) that worker `result_rank` emitted. Raises
+    Returns the records (JSON objects) that worker `result_rank` emitted; `on_record(record)`
+    is called for each as soon as the worker has written it. Raises
     WorkerFailure naming the rank and host when any rank of the job dies, raises or
     stops making progress for `timeout_s`; its records so far are on the exception.
     """
@@ -230,12 +231,15 @@ def run(target: str, payload: dict, job: Job, ranks: list[dict], timeout_s: floa
                                         env=dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1"),
                                         start_new_session=True)
             workers.append(_Worker(rank, proc, log))
+        tail = _Tail(result_path, on_record)
         try:
-            _supervise(workers, store, job.world_size, timeout_s)
+            _supervise(workers, store, job.world_size, timeout_s, tail.poll)
         except WorkerFailure as e:
+            tail.poll()
             e.records = read_records(result_path)
             _show_logs(workers)
             raise
+        tail.poll()
         ok = True
         return read_records(result_path)
     finally:
@@ -279,9 +283,34 @@ def _text(store, key: str) -> str:
     return store.get(key).decode(errors="replace") if store.check([key]) else ""
 
 
-def _supervise(workers: list[_Worker], store, world_size: int, timeout_s: float) -> None:
+class _Tail:
+    """Hands each complete record line of a growing JSON-lines file to `on_record`, once."""
+
+    def __init__(self, path: Path, on_record):
+        self.path, self.on_record, self.offset = path, on_record, 0
+
+    def poll(self) -> None:
+        if self.on_record is None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next poll
+        for line in data[:end].splitlines():
+            try:
+                self.on_record(json.loads(line))
+            except ValueError:
+                continue
+        self.offset += end
+
+
+def _supervise(workers: list[_Worker], store, world_size: int, timeout_s: float, poll=lambda: None) -> None:
     last_progress, last_change = None, time.monotonic()
     while True:
+        poll()
         try:
             exits = {w.rank: w.proc.poll() for w in workers}
             if any(_ended_badly(store, w, rc) for w, rc in zip(workers, exits.values())) or \

@@ -1,4 +1,4 @@
-"""Spec-sheet database: what each card's vendor claims, with sources, and what a measurement is compared with.
+"""Spec-sheet database: what each card's vendor claims, with sources (bench/core/normalize.py compares rows with it).
 
 The data is `bench/core/specs.toml` (shipped with the package) plus an optional user file of the
 same layout (`--specs FILE`). Every figure has a unit and a source (a public document: vendor
@@ -36,15 +36,10 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 SHIPPED_LABEL = "bench/core/specs.toml"
 CONFIDENCES = ("official", "derived", "disputed")
@@ -225,254 +220,18 @@ def load(user_file: str | os.PathLike | None = None) -> SpecDB:
 
 def _load_file(db: SpecDB, label: str, origin: str, data: bytes, inherited: dict[str, str]) -> dict[str, str]:
     """Parse, validate and add one file to `db`; returns its sources (with the inherited ones)."""
-    sources, default, gpus, nvlinks = _parse_file(label, data, inherited)
-    _add_entries(db, [_entry(label, origin, g, i, sources, default) for i, g in enumerate(gpus)], label)
+    from . import specs_file
+
+    sources, default, gpus, nvlinks = specs_file.parse_file(label, data, inherited)
+    new = [specs_file.entry(label, origin, g, i, sources, default) for i, g in enumerate(gpus)]
+    specs_file.add_entries(db, new, label)
     for raw in nvlinks:
-        g = _nvlink(label, origin, raw, sources, default)
+        g = specs_file.nvlink(label, origin, raw, sources, default)
         db.nvlink[g.generation] = g
     return sources
 
 
-def _parse_file(label: str, data: bytes, inherited: dict[str, str]):
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise SpecError(label, f"not UTF-8 text: {e}") from None
-    except tomllib.TOMLDecodeError as e:  # the message ends with "(at line L, column C)"
-        raise SpecError(label, f"not valid TOML: {e}") from None
-    unknown = sorted(set(doc) - {"sources", "default_confidence", "gpu", "nvlink"})
-    if unknown:
-        raise SpecError(label, f"unknown top-level key '{unknown[0]}'; expected sources, default_confidence, "
-                        "[[gpu]], [[nvlink]]", field=unknown[0])
-    own = doc.get("sources", {})
-    if not isinstance(own, dict):
-        raise SpecError(label, "[sources] must be a table of key = \"document or URL\"", field="sources")
-    for key, text in own.items():
-        if not isinstance(text, str) or not text.strip():
-            raise SpecError(label, f"[sources] key '{key}' must be a non-empty string", field="sources")
-    default = doc.get("default_confidence", "")
-    if default not in ("", *CONFIDENCES):
-        raise SpecError(label, f"default_confidence must be one of {', '.join(CONFIDENCES)}",
-                        field="default_confidence")
-    gpus, nvlinks = doc.get("gpu", []), doc.get("nvlink", [])
-    for key, rows in (("gpu", gpus), ("nvlink", nvlinks)):
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise SpecError(label, f"'{key}' must be an array of tables: [[{key}]]", field=key)
-    return {**inherited, **own}, default, gpus, nvlinks
-
-
-def _source(label: str, where: str, key: str, raw, sources: dict[str, str]):
-    keys = [raw] if isinstance(raw, str) else raw
-    if raw is None:
-        raise SpecError(label, "missing source: every figure needs `source` (a key of [sources])", where, key)
-    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
-        raise SpecError(label, "source must be a key of [sources] or a list of keys", where, key)
-    for k in keys:
-        if k not in sources:
-            raise SpecError(label, f"source '{k}' is not a key of [sources]", where, key)
-    refs = tuple((k, sources[k]) for k in keys)
-    return "; ".join(t for _, t in refs), refs
-
-
-def _meta(label: str, where: str, key: str, raw: dict, default: str):
-    note, confidence = raw.get("note", ""), raw.get("confidence", default)
-    if not isinstance(note, str):
-        raise SpecError(label, "note must be a string", where, key)
-    if confidence not in ("", *CONFIDENCES):
-        raise SpecError(label, f"confidence '{confidence}' is not one of {', '.join(CONFIDENCES)}", where, key)
-    return note, confidence
-
-
-def _figure(label, origin, where, key, raw, sources, default) -> Figure:
-    units, _ = FIGURES[key]
-    if not isinstance(raw, dict):
-        raise SpecError(label, 'a figure is a table: { value = N, unit = "...", source = "S1" }', where, key)
-    extra = sorted(set(raw) - {"value", "unit", "source", "note", "confidence"})
-    if extra:
-        raise SpecError(label, f"unknown key '{extra[0]}' (a figure has value, unit, source, note, confidence)",
-                        where, key)
-    value, unit = raw.get("value"), raw.get("unit")
-    if "value" not in raw:
-        raise SpecError(label, "missing value", where, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(label, f"value {value!r} is not a number", where, key)
-    if value <= 0:
-        raise SpecError(label, f"value {value!r} must be a positive number", where, key)
-    if unit is None:
-        raise SpecError(label, f"missing unit (allowed for {key}: {', '.join(units)})", where, key)
-    if unit not in UNITS:
-        raise SpecError(label, f"unknown unit '{unit}' (known: {', '.join(UNITS)})", where, key)
-    if unit not in units:
-        raise SpecError(label, f"unit '{unit}' does not fit {key} (allowed: {', '.join(units)})", where, key)
-    if unit in WHOLE_UNITS and value != int(value):
-        raise SpecError(label, f"value {value!r} must be a whole number of {unit}", where, key)
-    source, refs = _source(label, where, key, raw.get("source"), sources)
-    note, confidence = _meta(label, where, key, raw, default)
-    return Figure(key, float(value), unit, source, note, confidence, origin, refs)
-
-
-def _text_field(label, origin, where, key, raw, sources, default) -> TextField:
-    if not isinstance(raw, dict):
-        raise SpecError(label, 'a text field is a table: { value = "...", source = "S1" }', where, key)
-    extra = sorted(set(raw) - {"value", "source", "note", "confidence"})
-    if extra:
-        raise SpecError(label, f"unknown key '{extra[0]}' (a text field has value, source, note, confidence)",
-                        where, key)
-    value = raw.get("value")
-    if not isinstance(value, str) or not value.strip():
-        raise SpecError(label, "value must be a non-empty string", where, key)
-    source, refs = _source(label, where, key, raw.get("source"), sources)
-    note, confidence = _meta(label, where, key, raw, default)
-    return TextField(key, value.strip(), source, note, confidence, origin, refs)
-
-
-def _strings(label, where, key, raw) -> list[str]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(s, str) and s.strip() for s in raw):
-        raise SpecError(label, "must be a list of non-empty strings", where, key)
-    return [s.strip() for s in raw]
-
-
-def _entry(label: str, origin: str, raw: dict, index: int, sources: dict, default: str) -> Entry:
-    name = raw.get("name")
-    where = f"entry '{name.strip()}'" if isinstance(name, str) and name.strip() else f"entry #{index + 1}"
-    if not isinstance(name, str) or not name.strip():
-        raise SpecError(label, "missing name (a non-empty string)", where, "name")
-    for key in raw:
-        if key not in ENTRY_KEYS and key not in TEXT_KEYS and key not in FIGURES:
-            close = difflib.get_close_matches(key, [*ENTRY_KEYS, *TEXT_KEYS, *FIGURES], n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise SpecError(label, f"unknown field{hint} (figures: see the top of bench/core/specs.py)", where, key)
-    pci = _strings(label, where, "pci_device_ids", raw.get("pci_device_ids"))
-    for p in pci:
-        if not _PCI_ID.fullmatch(p):
-            raise SpecError(label, f"'{p}' is not a PCI device id like \"0x2330\"", where, "pci_device_ids")
-    note = raw.get("note", "")
-    if not isinstance(note, str):
-        raise SpecError(label, "note must be a string", where, "note")
-    text_fields = {k: _text_field(label, origin, where, k, raw[k], sources, default) for k in TEXT_KEYS if k in raw}
-    return Entry(name=name.strip(), nvml_names=_strings(label, where, "nvml_names", raw.get("nvml_names")),
-                 pci_device_ids=[f"0x{p[2:].upper()}" for p in pci],
-                 aliases=_strings(label, where, "aliases", raw.get("aliases")),
-                 text={k: t.value for k, t in text_fields.items()},
-                 figures={k: _figure(label, origin, where, k, raw[k], sources, default) for k in FIGURES if k in raw},
-                 origin=origin, note=note.strip(), text_fields=text_fields)
-
-
-def _nvlink(label, origin, raw, sources, default) -> NvlinkGeneration:
-    gen, links = raw.get("generation"), raw.get("links")
-    where = f"[[nvlink]] generation {gen}"
-    extra = sorted(set(raw) - {"generation", "gpus", "links", "per_direction"})
-    if extra:
-        raise SpecError(label, f"unknown key '{extra[0]}'", where, extra[0])
-    for key, v in (("generation", gen), ("links", links)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise SpecError(label, "must be a positive whole number", where, key)
-    per_direction = _figure(label, origin, where, "nvlink_per_direction", raw.get("per_direction"), sources, default)
-    return NvlinkGeneration(gen, str(raw.get("gpus", "")), links, per_direction)
-
-
-def _add_entries(db: SpecDB, new: list[Entry], label: str) -> None:
-    """Add one file's entries to `db`: a known name merges into its entry, any other name adds one."""
-    seen: dict[str, str] = {}
-    for e in new:
-        if e.name.casefold() in seen:
-            raise SpecError(label, f"duplicate entry name (also entry '{seen[e.name.casefold()]}' of this file)",
-                            f"entry '{e.name}'", "name")
-        seen[e.name.casefold()] = e.name
-    touched: dict[int, str] = {}  # entries this file added or changed -> the name it used
-    for e in new:
-        target = db.find(e.name)
-        if target is None:
-            _check_claims(db, e, e, label)
-            db.entries.append(e)
-            touched[id(e)] = e.name
-            _check_entry(e, label)
-            continue
-        if id(target) in touched:
-            raise SpecError(label, f"names entry '{target.name}', which entry '{touched[id(target)]}' of this "
-                            "file already defines or changes", f"entry '{e.name}'", "name")
-        touched[id(target)] = e.name
-        _check_claims(db, e, target, label)
-        target.aliases += [a for a in e.aliases if a not in target.aliases]
-        target.nvml_names += [n for n in e.nvml_names if n not in target.nvml_names]
-        target.pci_device_ids += [p for p in e.pci_device_ids if p not in target.pci_device_ids]
-        target.figures.update(e.figures)
-        target.text_fields.update(e.text_fields)
-        target.text.update(e.text)
-        target.note = e.note or target.note
-        target.origin = e.origin
-        _check_entry(target, label)
-
-
-def _check_claims(db: SpecDB, new: Entry, target: Entry, label: str) -> None:
-    """No name, alias or NVML name of `new` may belong to an entry other than `target`."""
-    for key, values in (("name", [new.name]), ("aliases", new.aliases), ("nvml_names", new.nvml_names)):
-        for v in values:
-            other = db.find(v)
-            if other is not None and other is not target:
-                raise SpecError(label, f"'{v}' already names entry '{other.name}'", f"entry '{new.name}'", key)
-
-
-def _check_entry(e: Entry, label: str) -> None:
-    """Rules across figures: dense <= sparse, and the two NVLink figures agree."""
-    for t in TENSOR_TYPES:
-        dense, sparse = e.figures.get(f"{t}_dense"), e.figures.get(f"{t}_sparse")
-        if dense and sparse and sparse.value < dense.value:  # same unit: FIGURES allows one per type
-            blamed = dense if dense.origin == e.origin != sparse.origin else sparse  # the one this file set
-            raise SpecError(label, f"{t}_sparse {sparse.value:g} {sparse.unit} (with sparsity) is below "
-                            f"{t}_dense {dense.value:g} {dense.unit}", f"entry '{e.name}'", blamed.key)
-    bidir, per_dir = e.figures.get("nvlink_bidir"), e.figures.get("nvlink_per_direction")
-    if bidir and per_dir and abs(_bytes_per_s(bidir) - 2 * _bytes_per_s(per_dir)) > 0.01 * _bytes_per_s(bidir):
-        raise SpecError(label, f"{per_dir.value:g} {per_dir.unit} per direction is not half of nvlink_bidir "
-                        f"{bidir.value:g} {bidir.unit}", f"entry '{e.name}'", "nvlink_per_direction")
-
-
-# ---------------------------------------------------------------- normalization
-
-_DTYPE_FIGURE = {
-    "fp32": "fp32", "float32": "fp32", "tf32": "tf32_dense", "bf16": "bf16_dense", "bfloat16": "bf16_dense",
-    "fp16": "fp16_dense", "float16": "fp16_dense", "fp16_acc16": "fp16_acc16_dense",
-    "fp8": "fp8_dense", "e4m3": "fp8_dense", "fp8_e4m3": "fp8_dense", "float8_e4m3fn": "fp8_dense",
-    "e5m2": "fp8_dense", "fp8_e5m2": "fp8_dense", "fp8_acc16": "fp8_acc16_dense",
-    "fp6": "fp6_dense", "mxfp6": "fp6_dense",
-    "fp4": "fp4_dense", "mxfp4": "fp4_dense", "nvfp4": "fp4_dense", "e2m1": "fp4_dense",
-    "int8": "int8_dense",
-    "fp64": "fp64_tensor",  # cuBLAS DGEMM runs on the FP64 tensor cores where a card has them
-}
-
-
-def claim_key(family: str, benchmark: str, dtype: str) -> str | None:
-    """The figure a measurement is normalized against: never a with-sparsity one.
-
-    memory/* -> memory_bandwidth; matmul/*/<dtype> -> that dtype's dense figure (fp32 -> the
-    non-tensor fp32, fp64 -> fp64_tensor, fp16_acc16 -> fp16_acc16_dense); transfer and
-    collective -> None (they are compared with the link: pcie_bytes_per_s, nvlink_*).
-    """
-    if family == "memory":
-        return "memory_bandwidth"
-    if family == "matmul":
-        return _DTYPE_FIGURE.get((dtype or "").strip().lower())
-    return None
-
-
-def columns_for(row: dict, entry: Entry | None) -> dict[str, object]:
-    """The normalization columns to write onto a row.
-
-    All of them where the database holds the row's claim (memory, matmul). Where a
-    family normalizes against something else (transfers and collectives against the
-    link), its own figures stay and only the matched entry's name is filled in.
-    A row measured on a MIG slice that no entry names also gets the reason in `message`.
-    """
-    if claim_key(str(row.get("family", "")), str(row.get("benchmark", "")), str(row.get("dtype", ""))) is None:
-        return {} if row.get("spec_entry") or entry is None else {"spec_entry": entry.name}
-    out = normalize(row, entry)
-    message = str(row.get("message") or "")
-    if entry is None and mig_slice(str(row.get("device_name") or "")) and MIG_NO_ENTRY not in message:
-        out["message"] = f"{message}; {MIG_NO_ENTRY}" if message else MIG_NO_ENTRY
-    return out
-
+# ---------------------------------------------------------------- figures and units
 
 def mig_slice(nvml_name: str) -> bool:
     """Whether NVML's device name is a MIG slice ("NVIDIA H200 MIG 1g.18gb"), not a whole card."""
@@ -499,7 +258,7 @@ def _float(text) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _convert(value: float, unit: str, to: str, key: str) -> float | None:
+def convert(value: float, unit: str, to: str, key: str) -> float | None:
     """`value` in `unit` expressed in `to`; None when they measure different things."""
     a, b = _RATES.get(unit), _RATES.get(to)
     if a is None or b is None:
@@ -508,39 +267,8 @@ def _convert(value: float, unit: str, to: str, key: str) -> float | None:
     return value * a[1] / b[1] if same else None
 
 
-def _bytes_per_s(f: Figure) -> float:
-    return _convert(f.value, f.unit, "B/s", f.key)
-
-
-def normalize(row: dict, entry: Entry | None) -> dict[str, object]:
-    """The normalization columns of one results row (keys NORMALIZE_KEYS; "" where not applicable).
-
-    spec_entry: the matched entry (even when it has no figure for this row); spec_figure,
-    spec_value (in the row's unit), spec_unit, spec_source: the claimed counterpart;
-    pct_of_spec: 100 x value / spec_value; derived_peak: the memory peak derived from NVML
-    (mem_peak_bytes_per_s, in the row's unit), pct_of_derived. Percentages only for `ok` rows.
-    A spec figure whose unit cannot be converted to the row's unit is left out.
-    """
-    out: dict[str, object] = dict.fromkeys(NORMALIZE_KEYS, "")
-    unit = str(row.get("unit") or "")
-    value = _float(row.get("value")) if str(row.get("status", "")) == "ok" else None
-    if entry is not None:
-        out["spec_entry"] = entry.name
-        key = claim_key(str(row.get("family", "")), str(row.get("benchmark", "")), str(row.get("dtype", "")))
-        fig = entry.figures.get(key) if key else None
-        spec = _convert(fig.value, fig.unit, unit or fig.unit, key) if fig else None
-        if spec is not None:
-            out.update(spec_figure=key, spec_value=spec, spec_unit=unit or fig.unit, spec_source=fig.source)
-            if value is not None:
-                out["pct_of_spec"] = 100.0 * value / spec
-    peak = _float(row.get("mem_peak_bytes_per_s"))
-    if row.get("family") == "memory" and peak and peak > 0:
-        derived = _convert(peak, "B/s", unit or "GB/s", "memory_bandwidth")
-        if derived is not None:
-            out["derived_peak"] = derived
-            if value is not None:
-                out["pct_of_derived"] = 100.0 * value / derived
-    return out
+def figure_bytes_per_s(f: Figure) -> float:
+    return convert(f.value, f.unit, "B/s", f.key)
 
 
 def cross_check(entry: Entry | None, identity: dict[str, str]) -> str | None:
@@ -557,7 +285,7 @@ def cross_check(entry: Entry | None, identity: dict[str, str]) -> str | None:
     found = []
     spec, derived = entry.figures.get("memory_bandwidth"), _float(identity.get("mem_peak_bytes_per_s"))
     if spec and derived and derived > 0:
-        diff = derived / _bytes_per_s(spec) - 1
+        diff = derived / figure_bytes_per_s(spec) - 1
         if abs(diff) > 0.05:
             how = ""
             if identity.get("mem_clock_max_mhz") and identity.get("mem_bus_width_bits"):
@@ -631,139 +359,3 @@ def unknown_card_message(name: str, pci_device_id: str = "") -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- link theory
-
-# PCIe: GT/s per lane and the share of line bits that carry data. Gen1-2: 8b/10b; Gen3-5:
-# 128b/130b. Gen6 (PAM4, FLIT mode) has no 128b/130b: each 256-byte flit carries 236 bytes of
-# TLP + 6 of DLLP, the rest is CRC and FEC, so 242/256 -> 121 GB/s for x16 (the PCIe table of
-# https://github.com/stas00/ml-engineering/blob/744d01e/network/README.md).
-_PCIE = {1: (2.5e9, 8 / 10), 2: (5e9, 8 / 10), 3: (8e9, 128 / 130), 4: (16e9, 128 / 130),
-         5: (32e9, 128 / 130), 6: (64e9, 242 / 256)}
-
-
-def pcie_bytes_per_s(gen: int, lanes: int) -> float:
-    """Theoretical PCIe bandwidth per direction after line encoding (Gen5 x16: 63.0e9 B/s).
-
-    Vendors' "128 GB/s" for Gen5 x16 is both directions before encoding.
-    """
-    if gen not in _PCIE:
-        raise ValueError(f"PCIe generation {gen!r}: known are {', '.join(map(str, _PCIE))}")
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes <= 0:
-        raise ValueError(f"PCIe lanes {lanes!r}: a positive whole number")
-    transfers, efficiency = _PCIE[gen]
-    return transfers * lanes / 8 * efficiency
-
-
-def nvlink_per_direction_bytes_per_s(entry: Entry | None) -> float | None:
-    """NVLink per GPU, one direction: the entry's figure, else half its bidirectional figure."""
-    if entry is None:
-        return None
-    if "nvlink_per_direction" in entry.figures:
-        return _bytes_per_s(entry.figures["nvlink_per_direction"])
-    if "nvlink_bidir" in entry.figures:
-        return _bytes_per_s(entry.figures["nvlink_bidir"]) / 2
-    return None
-
-
-def nvlink_link_bytes_per_s(generation: int, db: SpecDB | None = None) -> float | None:
-    """One NVLink link of `generation`, one direction (for a link count NVML reports)."""
-    g = (db or load()).nvlink.get(generation)
-    return _bytes_per_s(g.per_direction) / g.links if g else None
-
-
-# ---------------------------------------------------------------- `cardbench specs`
-
-def add_arguments(parser) -> None:
-    parser.add_argument("name", nargs="?", metavar="NAME",
-                        help="entry name, alias or NVML name (case-insensitive); without it, list the entries")
-    parser.add_argument("--json", action="store_true", help="print JSON (keys documented in bench/core/specs.py)")
-    parser.add_argument("--specs", metavar="FILE", help="TOML file of entries that add to or change the shipped ones")
-
-
-def entry_json(e: Entry) -> dict:
-    """An entry as JSON. Keys: name, origin, nvml_names, pci_device_ids, aliases, note,
-    text {key: {value, source, source_keys, note, confidence, origin}},
-    figures {key: {value, unit, sparsity ("dense" / "sparse" / ""), source, source_keys, note,
-    confidence, origin}}; figures in vocabulary order."""
-    def refs(x):
-        return [k for k, _ in x.source_refs]
-    return {
-        "name": e.name, "origin": e.origin, "nvml_names": e.nvml_names, "pci_device_ids": e.pci_device_ids,
-        "aliases": e.aliases, "note": e.note,
-        "text": {k: {"value": t.value, "source": t.source, "source_keys": refs(t), "note": t.note,
-                     "confidence": t.confidence, "origin": t.origin}
-                 for k in TEXT_KEYS if (t := e.text_fields.get(k))},
-        "figures": {k: {"value": f.value, "unit": f.unit, "sparsity": f.sparsity, "source": f.source,
-                        "source_keys": refs(f), "note": f.note, "confidence": f.confidence, "origin": f.origin}
-                    for k in FIGURES if (f := e.figures.get(k))},
-    }
-
-
-def _cell(e: Entry, key: str) -> str:
-    f = e.figures.get(key)
-    return f"{f.value:g}" if f else ""
-
-
-def _list_table(db: SpecDB) -> str:
-    from tabulate import tabulate
-
-    rows = []
-    for e in db.entries:
-        size, bw = e.figures.get("memory_size_gb"), e.figures.get("memory_bandwidth")
-        memory = " ".join(p for p in (f"{size.value:g} GB" if size else "", e.text.get("memory_type", "")) if p)
-        rows.append([e.name, e.text.get("chip", ""), memory, f"{bw.value:g} {bw.unit}" if bw else "",
-                     _cell(e, "bf16_dense"), _cell(e, "fp8_dense"), _cell(e, "fp4_dense"), ", ".join(e.nvml_names)])
-    head = ["name", "chip", "memory", "bandwidth", "bf16 dense", "fp8 dense", "fp4 dense", "NVML names"]
-    return (tabulate(rows, head, disable_numparse=True)
-            + "\ntensor figures in TFLOP/s, dense (no sparsity); blank: not in the database."
-            + "\n`cardbench specs NAME` shows every figure of one entry with its source.")
-
-
-def _show(e: Entry) -> str:
-    from tabulate import tabulate
-
-    refs: dict[tuple[str, str], None] = {}
-    lines = [f"{e.name}  ({'shipped' if e.origin == 'shipped' else 'from ' + e.origin})",
-             f"NVML names: {', '.join(e.nvml_names) or '-'}",
-             f"PCI device ids: {', '.join(e.pci_device_ids) or '-'}",
-             f"aliases: {', '.join(e.aliases) or '-'}"]
-    if e.note:
-        lines.append(f"note: {e.note}")
-    rows = []
-    for k in TEXT_KEYS:
-        if t := e.text_fields.get(k):
-            refs.update(dict.fromkeys(t.source_refs))
-            rows.append([k, t.value, "", "", t.confidence, ", ".join(r[0] for r in t.source_refs), t.note])
-    for k, f in ((k, e.figures[k]) for k in FIGURES if k in e.figures):
-        refs.update(dict.fromkeys(f.source_refs))
-        rows.append([k, f"{f.value:g}", f.unit, f.sparsity, f.confidence, ", ".join(r[0] for r in f.source_refs),
-                     f.note])
-    head = ["field", "value", "unit", "dense/sparse", "confidence", "source", "note"]
-    lines += ["", tabulate(rows, head, disable_numparse=True, maxcolwidths=[None] * 6 + [70]), "", "sources:"]
-    lines += [f"  {k}: {text}" for k, text in refs]
-    return "\n".join(lines)
-
-
-def specs_main(args) -> int:
-    """`cardbench specs [NAME] [--json] [--specs FILE]`; exit 0, or 2 for an unknown NAME or a broken file.
-
-    --json without NAME prints {"entries": [entry, ...]}; with NAME, the entry itself (see entry_json).
-    """
-    try:
-        db = load(args.specs)
-    except SpecError as e:
-        print(f"cardbench specs: {e}", file=sys.stderr)
-        return 2
-    if not args.name:
-        print(json.dumps({"entries": [entry_json(e) for e in db.entries]}, indent=1, ensure_ascii=False)
-              if args.json else _list_table(db))
-        return 0
-    entry = db.find(args.name)
-    if entry is None:
-        close = db.close_names(args.name)
-        hint = f"; close: {', '.join(close)}" if close else ""
-        print(f"cardbench specs: no entry named {args.name!r}{hint}. `cardbench specs` lists them all.",
-              file=sys.stderr)
-        return 2
-    print(json.dumps(entry_json(entry), indent=1, ensure_ascii=False) if args.json else _show(entry))
-    return 0

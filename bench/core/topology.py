@@ -13,6 +13,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from . import nvml
+from .normalize import pcie_bytes_per_s
 
 SYSFS = Path("/sys")  # tests point this at a fake tree
 
@@ -36,17 +38,6 @@ P2P_STATUS = {0: "ok", 1: "chipset not supported", 2: "GPU not supported", 3: "I
 # nvmlNvLinkDeviceType_t
 NVLINK_REMOTE = {0: "gpu", 1: "ibmnpu", 2: "switch", 0xFF: "unknown"}
 NVLINK_MAX_LINKS = 36  # NVML_NVLINK_MAX_LINKS in nvidia-ml-py 13 (Blackwell: 18 used)
-
-
-def call(nv, name: str, *args):
-    """One NVML call: None when there is no NVML, the binding lacks it, or it raises (NotSupported...)."""
-    fn = getattr(nv, name, None) if nv is not None else None
-    if fn is None:
-        return None
-    try:
-        return fn(*args)
-    except Exception:
-        return None
 
 
 def _int(value) -> int | None:
@@ -156,7 +147,7 @@ def process_cpus() -> frozenset[int]:
 
 def gpu_numa_node(nv, handle, bus_id: str, root: Path | None = None) -> int | None:
     """The NUMA node the GPU hangs off: NVML (recent drivers), else sysfs; None when the host has no NUMA."""
-    node = _int(call(nv, "nvmlDeviceGetNumaNodeId", handle)) if handle is not None else None
+    node = _int(nvml.call("nvmlDeviceGetNumaNodeId", handle, nv=nv)) if handle is not None else None
     if node is None and bus_id:
         text = _read((root or SYSFS) / "bus" / "pci" / "devices" / sysfs_bus_id(bus_id) / "numa_node")
         node = int(text) if text and text.lstrip("-").isdigit() else None
@@ -168,7 +159,7 @@ def gpu_local_cpus(nv, handle, bus_id: str, root: Path | None = None) -> frozens
     if handle is not None:
         # NVML fills as many 64-bit words as the machine has CPUs; ask for room for 4096.
         words = max(64, ((os.cpu_count() or 1) + 63) // 64)
-        cpus = _mask_cpus(call(nv, "nvmlDeviceGetCpuAffinity", handle, words))
+        cpus = _mask_cpus(nvml.call("nvmlDeviceGetCpuAffinity", handle, words, nv=nv))
         if cpus:
             return cpus
     text = _read((root or SYSFS) / "bus" / "pci" / "devices" / sysfs_bus_id(bus_id) / "local_cpulist") if bus_id else None
@@ -275,45 +266,45 @@ def read_nvlinks(nv, handle) -> list[NvLink]:
     """Every NVLink link NVML reports a state for; links a card lacks raise and are left out."""
     links = []
     for i in range(int(getattr(nv, "NVML_NVLINK_MAX_LINKS", NVLINK_MAX_LINKS))):
-        state = call(nv, "nvmlDeviceGetNvLinkState", handle, i)
+        state = nvml.call("nvmlDeviceGetNvLinkState", handle, i, nv=nv)
         if state is None:
             continue
         link = NvLink(i, state == 1)
         if link.active:
-            pci = call(nv, "nvmlDeviceGetNvLinkRemotePciInfo", handle, i)
+            pci = nvml.call("nvmlDeviceGetNvLinkRemotePciInfo", handle, i, nv=nv)
             link.remote_bus_id = str(getattr(pci, "busId", "") or "")
-            kind = call(nv, "nvmlDeviceGetNvLinkRemoteDeviceType", handle, i)
+            kind = nvml.call("nvmlDeviceGetNvLinkRemoteDeviceType", handle, i, nv=nv)
             link.remote_type = NVLINK_REMOTE.get(kind, "unknown") if kind is not None else ""
-            link.version = _int(call(nv, "nvmlDeviceGetNvLinkVersion", handle, i))
+            link.version = _int(nvml.call("nvmlDeviceGetNvLinkVersion", handle, i, nv=nv))
         links.append(link)
     return links
 
 
 def read_gpu(nv, handle, nvml_index: int | None = None, root: Path | None = None) -> Gpu:
     """Identity, placement and links of one GPU from its NVML handle."""
-    pci = call(nv, "nvmlDeviceGetPciInfo", handle)
+    pci = nvml.call("nvmlDeviceGetPciInfo", handle, nv=nv)
     bus_id = str(getattr(pci, "busId", "") or "")
-    gen_gpu = _int(call(nv, "nvmlDeviceGetGpuMaxPcieLinkGeneration", handle))
-    gen_sys = _int(call(nv, "nvmlDeviceGetMaxPcieLinkGeneration", handle))
+    gen_gpu = _int(nvml.call("nvmlDeviceGetGpuMaxPcieLinkGeneration", handle, nv=nv))
+    gen_sys = _int(nvml.call("nvmlDeviceGetMaxPcieLinkGeneration", handle, nv=nv))
     return Gpu(
-        nvml_index=nvml_index, handle=handle, name=str(call(nv, "nvmlDeviceGetName", handle) or ""),
-        uuid=str(call(nv, "nvmlDeviceGetUUID", handle) or ""), bus_id=bus_id,
+        nvml_index=nvml_index, handle=handle, name=str(nvml.call("nvmlDeviceGetName", handle, nv=nv) or ""),
+        uuid=str(nvml.call("nvmlDeviceGetUUID", handle, nv=nv) or ""), bus_id=bus_id,
         numa_node=gpu_numa_node(nv, handle, bus_id, root), local_cpus=gpu_local_cpus(nv, handle, bus_id, root),
-        pcie_gen_current=_int(call(nv, "nvmlDeviceGetCurrPcieLinkGeneration", handle)),
-        pcie_width_current=_int(call(nv, "nvmlDeviceGetCurrPcieLinkWidth", handle)),
+        pcie_gen_current=_int(nvml.call("nvmlDeviceGetCurrPcieLinkGeneration", handle, nv=nv)),
+        pcie_width_current=_int(nvml.call("nvmlDeviceGetCurrPcieLinkWidth", handle, nv=nv)),
         pcie_gen_max=gen_gpu if gen_gpu is not None else gen_sys, pcie_gen_max_system=gen_sys,
-        pcie_width_max=_int(call(nv, "nvmlDeviceGetMaxPcieLinkWidth", handle)),
-        pcie_replay_count=_int(call(nv, "nvmlDeviceGetPcieReplayCounter", handle)),
+        pcie_width_max=_int(nvml.call("nvmlDeviceGetMaxPcieLinkWidth", handle, nv=nv)),
+        pcie_replay_count=_int(nvml.call("nvmlDeviceGetPcieReplayCounter", handle, nv=nv)),
         nvlinks=read_nvlinks(nv, handle),
     )
 
 
 def all_gpus(nv, root: Path | None = None) -> list[Gpu]:
     """Every GPU the driver sees, in NVML (PCI) order; [] without NVML."""
-    count = _int(call(nv, "nvmlDeviceGetCount")) or 0
+    count = _int(nvml.call("nvmlDeviceGetCount", nv=nv)) or 0
     out = []
     for i in range(count):
-        handle = call(nv, "nvmlDeviceGetHandleByIndex", i)
+        handle = nvml.call("nvmlDeviceGetHandleByIndex", i, nv=nv)
         if handle is not None:
             out.append(read_gpu(nv, handle, i, root))
     return out
@@ -367,7 +358,7 @@ def p2p_status(nv, ha, hb) -> dict[str, str]:
     """NVML's peer capabilities a -> b: read, write, nvlink; "" where NVML does not answer."""
     out = {}
     for name, index in (("read", P2P_READ), ("write", P2P_WRITE), ("nvlink", P2P_NVLINK)):
-        code = call(nv, "nvmlDeviceGetP2PStatus", ha, hb, index)
+        code = nvml.call("nvmlDeviceGetP2PStatus", ha, hb, index, nv=nv)
         out[name] = P2P_STATUS.get(code, f"status {code}") if code is not None else ""
     return out
 
@@ -404,7 +395,7 @@ def read_pair(nv, gpus: list[Gpu], a: int, b: int) -> Pair:
     if a == b:
         return Pair(a, b, None)
     ga, gb = gpus[a], gpus[b]
-    level = _int(call(nv, "nvmlDeviceGetTopologyCommonAncestor", ga.handle, gb.handle))
+    level = _int(nvml.call("nvmlDeviceGetTopologyCommonAncestor", ga.handle, gb.handle, nv=nv))
     p2p = p2p_status(nv, ga.handle, gb.handle)
     links, via_switch = nvlinks_between(ga, gb, p2p.get("nvlink") == "ok")
     return Pair(a, b, level, links, via_switch, p2p)
@@ -498,8 +489,8 @@ class LinkSampler:
         for i, h in enumerate(self.handles):
             if h is None:
                 continue
-            gen = _int(call(self.nv, "nvmlDeviceGetCurrPcieLinkGeneration", h))
-            width = _int(call(self.nv, "nvmlDeviceGetCurrPcieLinkWidth", h))
+            gen = _int(nvml.call("nvmlDeviceGetCurrPcieLinkGeneration", h, nv=self.nv))
+            width = _int(nvml.call("nvmlDeviceGetCurrPcieLinkWidth", h, nv=self.nv))
             if gen is not None or width is not None:
                 readings[i].append((gen, width))
 
@@ -514,8 +505,6 @@ class LinkSampler:
 
 def _link_rank(reading: tuple) -> tuple:
     """Order readings by per-direction bandwidth; a reading missing a part ranks by what it has."""
-    from .specs import pcie_bytes_per_s
-
     gen, width = reading
     try:
         return (pcie_bytes_per_s(gen, width), 0, 0)

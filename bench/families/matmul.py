@@ -5,13 +5,14 @@ fp8 e4m3 (`torch._scaled_mm`, per-tensor fp32 scales, bf16 out; with and without
 accumulation), mxfp4 and nvfp4 (block-scaled e2m1, swizzled scales). Triton runs bf16, fp16
 and fp8 through `tl.dot` and MXFP4 through `tl.dot_scaled` (kernels/matmul.py).
 
-Method (METHOD.md 2.1, mamf-finder): each GEMM (bench/matmul_gemm.py) is checked against a
-reference of its very inputs before it is timed; L2 flushed and the output re-randomized
-before every sample. FLOPs = 2*M*N*K.
+Method (ml-engineering's mamf-finder, https://github.com/stas00/ml-engineering/tree/master/compute/accelerator/benchmarks):
+each GEMM (bench/families/matmul_gemm.py) is checked against a reference of its very inputs
+before it is timed; the output is re-randomized and the L2 flushed before every timed call.
+FLOPs = 2*M*N*K.
 
 Whether a recipe runs is decided at run time: static facts (torch dtypes, compute
 capability) first, then a tiny trial call checked against its reference, cached per device
-and software versions in the run's `tuned` dict. Quick profile: fixed shapes that fill the
+and software versions in the family's run state. Quick profile: fixed shapes that fill the
 chip. Full profile adds, per torch recipe, a time-bounded coarse-to-fine shape search (the
 MAMF answer in seconds) reported as case `best`.
 """
@@ -20,18 +21,18 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from . import matmul_search
-from ..core import measure, specs, timing
+from ..core import timing
 from ..core.devices import Target
-from .matmul_gemm import (FP4, RECIPES, Built, Shape, build, capability, check, flops, shape_name,
-                               unit_and_scale)
-from ..core.measure import Measurement
+from ..core.harness import Case, Measurement, Status, error_message
+from ..core.normalize import claim_key
+from . import matmul_search
+from .matmul_gemm import FP4, RECIPES, Built, Shape, build, capability, check, flops, shape_name, unit_and_scale
 
-FAMILY = "matmul"
+NAME = "matmul"
 
 # Quick shapes that fill an H100-class chip: the classic 8192^3, a long-K one (MAMF's best
 # shapes are long in K), and a wide one. With cuBLAS's 128x256 tiles on 132 SMs they run
@@ -56,16 +57,34 @@ CLEARLY_FASTER = 1.25  # fp8/fp4 below this multiple of bf16, where the spec cla
 
 
 @dataclass(frozen=True)
-class Case:
+class Gemm:
+    """What one matmul case measures (the harness Case's `spec`)."""
+
     recipe: str  # fp32 / tf32 / bf16 / fp16 / int8 / fp8 / mxfp4 / nvfp4
-    provider: str  # torch / triton
-    case: str  # "<M>x<N>x<K>", or "best" (searched); "-fastacc" when fp8 accumulates fast
     shape: Shape | None  # None: found by the search
     fast_accum: bool = False
 
-    @property
-    def id(self) -> str:
-        return f"{FAMILY}/{self.recipe}/{self.provider}/{self.case}"
+
+class State:
+    """What the family learns during a run: capability verdicts, tuned Triton configurations, the
+    best value per recipe and shape (the fp8/fp4 rows compare with bf16), the host's fp32 rate."""
+
+    def __init__(self, run=None):
+        self.run = run
+        self.profile = getattr(run, "profile", "quick")
+        self.probes: dict[tuple, "Probe"] = {}
+        self.configs: dict[tuple, object] = {}
+        self.values: dict[tuple, float] = {}
+        self.cpu_fp32_gflops: float | None = None
+
+
+def make_case(target: Target, recipe: str, provider: str, name: str, shape: Shape | None,
+              fast_accum: bool = False) -> Case:
+    unit, scale, work_unit = unit_and_scale(target, recipe)
+    return Case(family=NAME, benchmark=recipe, provider=provider, dtype=recipe, name=name, metric="throughput",
+                unit=unit, scale=scale, work=flops(shape) if shape else 0, work_unit=work_unit, size_bytes=0,
+                spec=Gemm(recipe, shape, fast_accum),
+                params={"m": shape[0], "n": shape[1], "k": shape[2]} if shape else {})
 
 
 @dataclass(frozen=True)
@@ -78,8 +97,9 @@ class Probe:
     note: str = ""  # said on every ok row (Triton FP4 compiled without block-scaled MMA)
 
 
-def cases(target: Target, profile: str) -> list[Case]:
+def cases(target: Target, run) -> list[Case]:
     """Recipe by recipe (bf16 first: the fp8/fp4 rows compare with it), shape by shape."""
+    profile = run.profile
     if profile not in ("quick", "full"):
         raise ValueError(f"unknown profile {profile!r}; expected 'quick' or 'full'")
     shapes = GPU_SHAPES if target.is_cuda else CPU_SHAPES
@@ -88,12 +108,12 @@ def cases(target: Target, profile: str) -> list[Case]:
         providers = ("torch", "triton") if r.triton else ("torch",)
         for shape in shapes:
             for p in providers:
-                out.append(Case(r.name, p, shape_name(shape), shape))
+                out.append(make_case(target, r.name, p, shape_name(shape), shape))
                 if r.name == "fp8" and p == "torch":
-                    out.append(Case(r.name, p, shape_name(shape) + "-fastacc", shape, fast_accum=True))
+                    out.append(make_case(target, r.name, p, shape_name(shape) + "-fastacc", shape, fast_accum=True))
         if profile == "full":  # the search: torch only (a Triton search would re-tune every shape)
-            fast = r.name == "fp8"  # the peak is the fast-accumulating one (METHOD.md 2.2)
-            out.append(Case(r.name, "torch", "best-fastacc" if fast else "best", None, fast_accum=fast))
+            fast = r.name == "fp8"  # the peak is the fast-accumulating one (cuBLAS's fastest fp8 mode)
+            out.append(make_case(target, r.name, "torch", "best-fastacc" if fast else "best", None, fast_accum=fast))
     return out
 
 
@@ -111,7 +131,7 @@ def _triton_version() -> str:
 
 def static_reason(target: Target, case: Case) -> str | None:
     """Why `case` cannot run here, from what this torch/triton has and the card's compute capability."""
-    r = RECIPES[case.recipe]
+    r = RECIPES[case.spec.recipe]
     if case.provider == "triton":
         try:
             import triton  # noqa: F401
@@ -119,17 +139,17 @@ def static_reason(target: Target, case: Case) -> str | None:
             return f"triton is not installed ({e})"
         from ..kernels import matmul as km
 
-        if case.recipe == "mxfp4" and not km.has_dot_scaled():
+        if case.spec.recipe == "mxfp4" and not km.has_dot_scaled():
             return f"this triton ({_triton_version()}) has no tl.dot_scaled"
     missing = [n for n in (r.torch_needs if case.provider == "torch" else r.triton_needs) if not hasattr(torch, n)]
-    if case.provider == "torch" and case.recipe in FP4 and not _fp4_apis():
+    if case.provider == "torch" and case.spec.recipe in FP4 and not _fp4_apis():
         missing.append("_scaled_mm or torch.nn.functional.scaled_mm")
     if missing:
         return f"this torch ({torch.__version__}) has no {missing[0]}"
     if not target.is_cuda:  # (Triton rows are skipped on the CPU before they get here)
-        if case.recipe == "tf32":
+        if case.spec.recipe == "tf32":
             return "TF32 is a tensor-core format of NVIDIA GPUs (compute capability 8.0+); the CPU has none"
-        if case.recipe in FP4 and case.provider == "torch":
+        if case.spec.recipe in FP4 and case.provider == "torch":
             return ("FP4 matmul needs FP4 tensor cores (a GPU of compute capability 10.0 or 12.0); "
                     "torch has no CPU kernel for it")
         return None
@@ -139,14 +159,14 @@ def static_reason(target: Target, case: Case) -> str | None:
     return None
 
 
-def probe(target: Target, case: Case, tuned: dict) -> Probe:
+def probe(target: Target, case: Case, state: State) -> Probe:
     """The capability verdict for this case's recipe and provider, cached for the run."""
     key = ("matmul-probe", target.name, str(target.device), torch.__version__, _triton_version(),
-           case.recipe, case.provider, case.fast_accum)
-    if key not in tuned:
+           case.spec.recipe, case.provider, case.spec.fast_accum)
+    if key not in state.probes:
         reason = static_reason(target, case)
-        tuned[key] = Probe("unsupported", reason) if reason else trial(target, case, tuned)
-    return tuned[key]
+        state.probes[key] = Probe("unsupported", reason) if reason else trial(target, case, state)
+    return state.probes[key]
 
 
 def _fp4_apis() -> list[str]:
@@ -155,7 +175,7 @@ def _fp4_apis() -> list[str]:
                                      ("F.scaled_mm", hasattr(torch.nn.functional, "scaled_mm"))) if present]
 
 
-def trial(target: Target, case: Case, tuned: dict) -> Probe:
+def trial(target: Target, case: Case, state: State) -> Probe:
     """Run the GEMM once at a tiny shape and check it; a call that raises means unsupported.
 
     Variants are tried in turn (torch FP4: each API; Triton: each quick configuration, since a
@@ -163,12 +183,12 @@ def trial(target: Target, case: Case, tuned: dict) -> Probe:
     """
     shape = TRIAL_SHAPE[case.provider]
     variants: list[tuple[object, str]] = [(None, "")]
-    if case.provider == "torch" and case.recipe in FP4:
+    if case.provider == "torch" and case.spec.recipe in FP4:
         variants = [(None, api) for api in _fp4_apis()]
     elif case.provider == "triton":
         from ..kernels import matmul as km
 
-        variants = [(config, "") for config in km.configs(case.recipe, "quick")]
+        variants = [(config, "") for config in km.configs(case.spec.recipe, "quick")]
     failures = []
     for config, api in variants:
         try:
@@ -179,12 +199,12 @@ def trial(target: Target, case: Case, tuned: dict) -> Probe:
                 torch.cuda.synchronize(target.device)
         except Exception as e:  # the trial's whole point: this software or card cannot run it
             label = api or (config.label() if config is not None else "")
-            failures.append(f"{label + ': ' if label else ''}{measure.error_message(e)}")
+            failures.append(f"{label + ': ' if label else ''}{error_message(e)}")
             continue
         if problem:
             return Probe("wrong", f"the trial call at {shape_name(shape)} gives wrong results: {problem}")
-        if not target.is_cuda and case.provider == "torch" and case.recipe not in CPU_ALWAYS:
-            slow = _cpu_slow_reason(target, case, api, tuned)
+        if not target.is_cuda and case.provider == "torch" and case.spec.recipe not in CPU_ALWAYS:
+            slow = _cpu_slow_reason(target, case, api, state)
             if slow:
                 return Probe("skipped", slow)
         return Probe("ok", api=api, note=_emulation_in_ptx(case, handle))
@@ -194,7 +214,7 @@ def trial(target: Target, case: Case, tuned: dict) -> Probe:
 def _emulation_in_ptx(case: Case, handle) -> str:
     """Triton FP4 compiled without a block-scaled MMA instruction: upcast to bf16 (METHOD.md 2.4)."""
     ptx = getattr(handle, "asm", {}).get("ptx", "") if handle is not None else ""
-    if case.provider != "triton" or case.recipe != "mxfp4" or not ptx:
+    if case.provider != "triton" or case.spec.recipe != "mxfp4" or not ptx:
         return ""
     if re.search(r"block_scale|kind::mxf", ptx):
         return ""
@@ -219,19 +239,18 @@ def _cpu_rate(target: Target, case: Case, api: str) -> float:
     return flops(CPU_RATE_SHAPE) / best / 1e9
 
 
-def _cpu_slow_reason(target: Target, case: Case, api: str, tuned: dict) -> str | None:
+def _cpu_slow_reason(target: Target, case: Case, api: str, state: State) -> str | None:
     """CPU mode: a dtype without a fast CPU kernel (fp16 on many hosts runs ~1000x slower than
     bf16) would take minutes at the CPU shapes: skip it, with the numbers."""
-    key = ("matmul-cpu-fp32-rate", str(target.device))
-    if key not in tuned:
-        tuned[key] = _cpu_rate(target, Case("fp32", "torch", "probe", None), "")
+    if state.cpu_fp32_gflops is None:
+        state.cpu_fp32_gflops = _cpu_rate(target, make_case(target, "fp32", "torch", "probe", None), "")
     rate = _cpu_rate(target, case, api)
     biggest = max(CPU_SHAPES, key=flops)
     call_s = flops(biggest) / (rate * 1e9)
     if call_s <= CPU_MAX_CALL_S:
         return None
-    unit = unit_and_scale(target, case.recipe)[0]
-    return (f"{case.recipe} matmul on this CPU runs at {rate:.2f} {unit} (fp32: {tuned[key]:.1f} GFLOP/s): one "
+    unit = unit_and_scale(target, case.spec.recipe)[0]
+    return (f"{case.spec.recipe} matmul on this CPU runs at {rate:.2f} {unit} (fp32: {state.cpu_fp32_gflops:.1f} GFLOP/s): one "
             f"{shape_name(biggest)} call would take {call_s:.1f} s; this torch build has no fast CPU kernel "
             "for it; not timed in CPU mode")
 
@@ -240,36 +259,20 @@ def _cpu_slow_reason(target: Target, case: Case, api: str, tuned: dict) -> str |
 # One GEMM as a Measurement (bench/matmul_gemm.py builds it).
 
 
-def measurement(target: Target, case: Case, built: Built) -> Measurement:
-    unit, scale, work_unit = unit_and_scale(target, case.recipe)
+def measurement(target: Target, case: Case, built: Built, budget: timing.Budget) -> Measurement:
     flush = timing.L2Flush(target.device, target.l2_bytes) if target.is_cuda else None
 
-    def before_sample():
-        # MAMF's method: a fresh random output each sample, then an L2 flush so A and B come
-        # from DRAM (cold-cache GEMM, as nvbench and do_bench measure it).
+    def before_call():
+        # A fresh random output before each call, then an L2 flush so A and B come from DRAM
+        # (a cold-cache GEMM, as nvbench and triton.testing.do_bench measure it).
         if built.out is not None:
             built.out.copy_(built.out_rand)
         if flush is not None:
             flush()
 
-    return Measurement(
-        family=FAMILY, benchmark=case.recipe, provider=case.provider, dtype=case.recipe,
-        case=case.case, metric="throughput", unit=unit, scale=scale,
-        work=built.work, work_unit=work_unit, size_bytes=built.size_bytes,
-        fn=built.run, check=lambda: check(built), params=built.params, flush=before_sample,
-    )
-
-
-def describe(target: Target, case: Case) -> Measurement:
-    """The row's identity without allocating anything (skipped/unsupported/error rows)."""
-    unit, scale, work_unit = unit_and_scale(target, case.recipe)
-    shape = case.shape
-    params = {"m": shape[0], "n": shape[1], "k": shape[2]} if shape else {}
-    return Measurement(
-        family=FAMILY, benchmark=case.recipe, provider=case.provider, dtype=case.recipe, case=case.case,
-        metric="throughput", unit=unit, scale=scale, work=flops(shape) if shape else 0, work_unit=work_unit,
-        size_bytes=0, fn=lambda: None, check=lambda: None, params=params,
-    )
+    measured = replace(case, work=built.work, size_bytes=built.size_bytes)
+    return Measurement(fn=built.run, check=lambda: check(built), budget=budget, params=built.params,
+                       flush=before_call, case=measured)
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,17 +283,17 @@ def tuned_config(target: Target, case: Case, shape: Shape, profile: str, tuned: 
     """Fastest Triton configuration for this recipe at this shape: (config, {label: throughput})."""
     from ..kernels import matmul as km
 
-    key = ("matmul-config", str(target.device), case.recipe, shape, profile)
+    key = ("matmul-config", str(target.device), case.spec.recipe, shape, profile)
     if key in tuned:
         return tuned[key], {}
     results: dict[str, float] = {}
     failures: list[str] = []
-    configs = km.configs(case.recipe, profile)
+    configs = km.configs(case.spec.recipe, profile)
     for config in configs:
         try:
             results[config.label()] = _throughput(target, case, shape, config=config)
         except Exception as e:  # too much shared memory on this card, say: try the others
-            failures.append(f"{config.label()}: {measure.error_message(e)}")
+            failures.append(f"{config.label()}: {error_message(e)}")
     if not results:
         raise RuntimeError("no Triton configuration ran: " + "; ".join(failures))
     best = next(c for c in configs if c.label() == max(results, key=results.get))
@@ -301,14 +304,14 @@ def tuned_config(target: Target, case: Case, shape: Shape, profile: str, tuned: 
 def _throughput(target: Target, case: Case, shape: Shape, config=None, api: str = "") -> float:
     """A short timing (no check) for tuning and the search, in the row's unit."""
     built = build(target, case, shape, config=config, api=api)
-    m = measurement(target, case, built)
+    m = measurement(target, case, built, timing.TUNE)
     try:
-        t = timing.time_fn(m.fn, target.device, timing.TUNE, m.flush)
+        t = timing.time_fn(m.fn, target.device, m.budget, m.flush, target.sm_clock_hz)
     finally:
         del built, m
         if target.is_cuda:
             torch.cuda.empty_cache()
-    return flops(shape) / t.median_s / unit_and_scale(target, case.recipe)[1]
+    return flops(shape) / t.median_s / unit_and_scale(target, case.spec.recipe)[1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,7 +323,7 @@ def search_best(target: Target, case: Case, probe_api: str) -> tuple[Shape, dict
     dims, ks = SEARCH_DIMS[where], SEARCH_KS[where]
     lo, hi = min(dims), SEARCH_MAX[where]
     free = target.free_bytes()
-    out_bytes = 2 if case.recipe in ("bf16", "fp16", "fp8", *FP4) else 4
+    out_bytes = 2 if case.spec.recipe in ("bf16", "fp16", "fp8", *FP4) else 4
 
     def fits(s: Shape) -> bool:
         m, n, k = s
@@ -342,12 +345,6 @@ def search_best(target: Target, case: Case, probe_api: str) -> tuple[Shape, dict
 # One case, end to end.
 
 
-def skip_reason(target: Target, case: Case) -> str | None:
-    if case.provider == "triton" and not target.is_cuda:
-        return "Triton kernels are not timed on the CPU (the tests check them under TRITON_INTERPRET=1)"
-    return None
-
-
 def budget_for(target: Target, profile: str) -> timing.Budget:
     if not target.is_cuda:
         return CPU_BUDGET
@@ -362,77 +359,69 @@ def claimed_ratio(spec, recipe: str) -> float | None:
     """What the spec entry claims for `recipe` over bf16 (dense figures); None without both."""
     if spec is None:
         return None
-    low = spec.figures.get(specs.claim_key(FAMILY, recipe, recipe) or "")
-    bf16 = spec.figures.get(specs.claim_key(FAMILY, "bf16", "bf16") or "")
+    low = spec.figures.get(claim_key(NAME, recipe, recipe) or "")
+    bf16 = spec.figures.get(claim_key(NAME, "bf16", "bf16") or "")
     return low.value / bf16.value if low and bf16 and bf16.value > 0 else None
 
 
-def emulation_note(target: Target, case: Case, value: float, tuned: dict) -> str:
+def emulation_note(target: Target, case: Case, value: float, values: dict) -> str:
     """fp8/fp4 not clearly faster than bf16 on a card whose spec says it should be: say so."""
-    if case.recipe not in ("fp8", *FP4):
+    if case.spec.recipe not in ("fp8", *FP4):
         return ""
-    bf16 = tuned.get(_value_key(target, case.provider, "bf16", case.case))
-    claimed = claimed_ratio(target.spec, case.recipe)
+    bf16 = values.get(_value_key(target, case.provider, "bf16", case.name))
+    claimed = claimed_ratio(target.spec, case.spec.recipe)
     if not bf16 or claimed is None or claimed < 1.5:
         return ""
     measured = value / bf16
     if measured >= CLEARLY_FASTER:
         return ""
     return (f"not clearly faster than bf16 ({measured:.2f}x at this shape; the spec claims {claimed:.1f}x): "
-            f"{case.recipe} may be emulated here")
+            f"{case.spec.recipe} may be emulated here")
 
 
-def run_case(target: Target, case: Case, profile: str, tuned: dict) -> dict[str, object]:
-    """Measure one case and return its row; never raises for a failing case.
-
-    Out of memory at a fixed shape (a smaller card, another process): retry with M and N
-    halved, down to 1024, and say so on the row.
-    """
-    reason = skip_reason(target, case)
-    if reason:
-        return measure.status_row(describe(target, case), target, "skipped", reason)
-    shape, note = case.shape, ""
-    while True:
-        try:
-            verdict = probe(target, case, tuned)
-            if verdict.status != "ok":
-                return measure.status_row(describe(target, case), target, verdict.status, verdict.message)
-            row = _measure(target, case, shape, profile, tuned, verdict)
-            row["message"] = "; ".join(n for n in (note, row["message"]) if n)
-            return row
-        except Exception as e:  # a crashing GEMM is an `error` row; the run goes on
-            if measure.is_out_of_memory(e) and shape is not None and min(shape[:2]) // 2 >= 1024:
-                shape = (shape[0] // 2, shape[1] // 2, shape[2])
-                note = f"out of memory at {case.case}: measured at {shape_name(shape)}"
-                continue
-            return measure.status_row(describe(target, case), target, "error", measure.error_message(e))
-        finally:
-            if target.is_cuda:
-                torch.cuda.empty_cache()
+def waive(target: Target, case: Case, state: State) -> tuple[str, str] | None:
+    """Unsupported or skipped here: static facts first, then a trial call (cached per device and versions)."""
+    verdict = probe(target, case, state)
+    return None if verdict.status == "ok" else (verdict.status, verdict.message)
 
 
-def _measure(target: Target, case: Case, shape: Shape | None, profile: str, tuned: dict, verdict: Probe) -> dict:
-    """Search (case `best`), tune (Triton), build, verify, time; then the notes an ok row carries."""
-    extra = {}
+def smaller(case: Case) -> Case | None:
+    """Out of memory at a fixed shape (a smaller card, another process): M and N halved, down to 1024."""
+    shape = case.spec.shape
+    if shape is None or min(shape[:2]) // 2 < 1024:
+        return None
+    half = (shape[0] // 2, shape[1] // 2, shape[2])
+    return replace(case, work=flops(half), spec=replace(case.spec, shape=half))
+
+
+def size_text(case: Case) -> str:
+    return shape_name(case.spec.shape) if case.spec.shape else case.name
+
+
+def measure(target: Target, case: Case, state: State):
+    """Search (case `best`), tune (Triton), build; the harness verifies and times it."""
+    verdict = probe(target, case, state)
+    if verdict.status != "ok":  # a `wrong` trial: the same verdict for every shape
+        return Status(verdict.status, verdict.message)
+    shape, extra = case.spec.shape, {}
     if shape is None:
-        shape, search_info = search_best(target, case, verdict.api)
-        extra["search"] = search_info
+        shape, extra["search"] = search_best(target, case, verdict.api)
     config = None
     if case.provider == "triton":
-        config, tuning = tuned_config(target, case, shape, profile, tuned)
+        config, tuning = tuned_config(target, case, shape, state.profile, state.configs)
         extra["sm_count"] = target.sm_count
         if tuning:  # every configuration tried, in the row's unit
             extra["tuning"] = tuning
     built = build(target, case, shape, config=config, api=verdict.api)
     built.params.update(extra)
-    row = measure.run(measurement(target, case, built), target, budget_for(target, profile))
-    if row["status"] == "ok":
-        value = float(row["value"])
-        key = _value_key(target, case.provider, case.recipe, case.case)
-        tuned[key] = max(value, tuned.get(key, 0.0))
-        notes = [row["message"], verdict.note, emulation_note(target, case, value, tuned)]
-        row["message"] = "; ".join(n for n in notes if n)
-    return row
+    m = measurement(target, case, built, budget_for(target, state.profile))
+
+    def after(value: float) -> list[str]:
+        key = _value_key(target, case.provider, case.spec.recipe, case.name)
+        state.values[key] = max(value, state.values.get(key, 0.0))
+        return [verdict.note, emulation_note(target, case, value, state.values)]
+    m.after = after
+    return m
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,7 +436,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
     the rung below, measured and (where the spec entry has both figures) claimed."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        if r.get("family") == FAMILY:
+        if r.get("family") == NAME:
             where = "cpu" if r.get("device_index", "") == "" else f"cuda:{r['device_index']}"
             groups.setdefault((f"{where} {r.get('device_name', '')}".strip(), r["provider"]), []).append(r)
     lines = []

@@ -1,5 +1,5 @@
 """One GEMM of the matmul family, ready to verify and time: the recipes, their inputs, the call
-and the reference it is checked against (bench/matmul.py plans, probes, tunes and times them).
+and the reference it is checked against (bench/families/matmul.py plans, probes and tunes them).
 
 Layout (METHOD.md 2.1-2.3): A row-major (M, K), B column-major (K, N) -- B = w.t() of a
 contiguous (N, K) w, as mamf-finder builds it and the only layout Hopper's FP8 GEMM takes.
@@ -108,7 +108,7 @@ def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Bui
     # Random normal data, never zeros: zeros draw less power and run faster (METHOD.md 2.1).
     x = torch.randn(m, k, device=dev, generator=gen)
     w = torch.randn(n, k, device=dev, generator=gen)  # B = w.t(): column-major (K, N)
-    r = case.recipe
+    r = case.spec.recipe
     params: dict = {"m": m, "n": n, "k": k, "layout": "A row-major (M,K), B column-major (K,N)", "inputs": "randn"}
     if case.provider == "triton":
         params.update(config=config.as_dict(), config_label=config.label())
@@ -144,8 +144,8 @@ def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Bui
         want = lambda: ref.reference(a.float() * scale_a, b.float() * scale_b)  # noqa: E731
         params.update(out_dtype="bf16", scales="fp32 per tensor", reference="fp32 of the dequantized inputs")
         if case.provider == "torch":
-            launch = lambda: ref.scaled_mm_fp8(a, b, scale_a, scale_b, c, case.fast_accum)  # noqa: E731
-            params.update(api="torch._scaled_mm", fast_accum=case.fast_accum)
+            launch = lambda: ref.scaled_mm_fp8(a, b, scale_a, scale_b, c, case.spec.fast_accum)  # noqa: E731
+            params.update(api="torch._scaled_mm", fast_accum=case.spec.fast_accum)
         else:
             from ..kernels import matmul as km
             scale = float(scale_a * scale_b)

@@ -4,49 +4,40 @@ Headline: a working set far above the last-level cache ("plateau", each array
 at least 8x L2 and at least 1 GiB on a GPU), so the number is DRAM bandwidth.
 The full profile adds a sweep over sizes that shows the cache-to-DRAM step.
 Bytes are the explicit reads plus writes (a copy moves 2x its size; no
-write-allocate term, METHOD.md 1.3), in decimal GB/s.
+write-allocate term, as BabelStream counts them: https://github.com/UoB-HPC/BabelStream),
+in decimal GB/s.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from ..core import measure, timing
+from ..core import timing
 from ..core.devices import Target
-from ..core.measure import Measurement
+from ..core.harness import Case, Measurement, error_message
+from ..core.units import human_bytes
 from ..kernels.reference import ARRAYS, PATTERNS
 from ..kernels.reference import BYTES_PER_ELEMENT_MOVED as MOVED_PER_ELEMENT
 
-FAMILY = "memory"
+NAME = "memory"
 PROVIDERS = ("triton", "torch")
 ELEMENT_BYTES = 4  # float32
 
-GPU_PLATEAU_MIN = 2**30  # cub's babelstream reaches its plateau from 2^28 fp32 elements (METHOD.md 1.2)
+# A working set far above the last-level cache: 2^28 fp32 elements (1 GiB) is where
+# BabelStream-style kernels reach their DRAM plateau on current GPUs.
+GPU_PLATEAU_MIN = 2**30
 CPU_PLATEAU_MIN = 256 * 2**20
-L2_FACTOR = 8  # working set per array at least 8x the last-level cache (DESIGN.md)
+L2_FACTOR = 8  # working set per array at least 8x the last-level cache
 SWEEP_START = 2**20  # 1 MiB per array: inside every GPU's L2
 
 
-@dataclass(frozen=True)
-class Case:
-    benchmark: str  # read / write / copy / triad
-    provider: str  # triton / torch
-    case: str  # "plateau" or "sweep-<size>"
-    array_bytes: int  # bytes per array
+class State:
+    """Triton configurations tuned once per pattern and device, at the plateau size."""
 
-    @property
-    def id(self) -> str:
-        return f"{FAMILY}/{self.benchmark}/{self.provider}/{self.case}"
-
-
-def human_bytes(n: int) -> str:
-    """Exact binary size text: 1048576 -> '1MiB', 1610612736 -> '1536MiB'."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale and n % scale == 0:
-            return f"{n // scale}{unit}"
-    return f"{n}B"
+    def __init__(self, run):
+        self.run = run
+        self.configs: dict[tuple, object] = {}
 
 
 def plateau_array_bytes(target: Target) -> int:
@@ -61,79 +52,72 @@ def plateau_array_bytes(target: Target) -> int:
     return wanted
 
 
-def cases(target: Target, profile: str) -> list[Case]:
+def make_case(benchmark: str, provider: str, name: str, array_bytes: int) -> Case:
+    n = array_bytes // ELEMENT_BYTES
+    return Case(family=NAME, benchmark=benchmark, provider=provider, dtype="fp32", name=name, metric="bandwidth",
+                unit="GB/s", scale=1e9, work=n * MOVED_PER_ELEMENT[benchmark], work_unit="B",
+                size_bytes=n * ELEMENT_BYTES * ARRAYS[benchmark], spec=array_bytes)
+
+
+def cases(target: Target, run) -> list[Case]:
     plateau = plateau_array_bytes(target)
     sizes = [("plateau", plateau)]
-    if profile == "full":
+    if run.profile == "full":
         # Powers of two from inside L2 up to the plateau, which closes the curve.
         n = SWEEP_START
         while n < plateau:
             sizes.append((f"sweep-{human_bytes(n)}", n))
             n *= 2
-    return [Case(b, p, name, size) for name, size in sizes for b in PATTERNS for p in PROVIDERS]
+    return [make_case(b, p, name, size) for name, size in sizes for b in PATTERNS for p in PROVIDERS]
 
 
 def budget_for(case: Case, profile: str) -> timing.Budget:
-    if case.case != "plateau":
+    if case.name != "plateau":
         return timing.SWEEP
     return timing.QUICK if profile == "quick" else timing.FULL
 
 
-def skip_reason(target: Target, case: Case) -> str | None:
-    """Why a case is not timed here (status skipped), or None."""
-    if case.provider == "triton" and not target.is_cuda:
-        return "Triton kernels are not timed on the CPU (the tests check them under TRITON_INTERPRET=1)"
-    return None
-
-
-def unsupported_reason(case: Case) -> str | None:
+def waive(target: Target, case: Case, state: State) -> tuple[str, str] | None:
     if case.provider != "triton":
         return None
     try:
         import triton  # noqa: F401
     except ImportError as e:
-        return f"triton is not installed ({e})"
+        return "unsupported", f"triton is not installed ({e})"
     return None
 
 
-def measurement(target: Target, case: Case, profile: str, tuned: dict) -> Measurement:
+def smaller(case: Case) -> Case | None:
+    """Out of memory (another process holds memory, a smaller card): half the arrays, down to SWEEP_START."""
+    half = case.spec // 2
+    return make_case(case.benchmark, case.provider, case.name, half) if half >= SWEEP_START else None
+
+
+def size_text(case: Case) -> str:
+    return f"{human_bytes(case.spec)} per array"
+
+
+def measure(target: Target, case: Case, state: State) -> Measurement:
     """Allocate the arrays for `case`, pick the kernel, and describe the work."""
-    n = case.array_bytes // ELEMENT_BYTES
+    n = case.spec // ELEMENT_BYTES
+    profile = state.run.profile
     params: dict = {"elements": n, "arrays": ARRAYS[case.benchmark]}
     if case.provider == "triton":
         # Tune before allocating this case's arrays: the tuning buffers are freed by then.
-        config, tuning = tuned_config(target, case, profile, tuned)
+        config, tuning = tuned_config(target, case, profile, state.configs)
         params.update(config=config.as_dict(), config_label=config.label(), sm_count=target.sm_count)
         if tuning:
             params["tuning_gb_per_s"] = tuning
     dev = target.device
     gen = torch.Generator(device=dev).manual_seed(1234)
-    # Random normal data, never zeros: zeros run faster (METHOD.md 2.1, thonking.ai).
+    # Random normal data, never zeros: zero pages and compressible data can run faster than real data.
     arrays = [torch.randn(n, device=dev, generator=gen) for _ in range(ARRAYS[case.benchmark])]
     value = float(torch.randn(1, generator=torch.Generator().manual_seed(7)).item()) or 0.5
     if case.provider == "triton":
         fn, check = _triton_work(case.benchmark, arrays, value, config, target.sm_count)
     else:
         fn, check = _torch_work(case.benchmark, arrays, value)
-    return Measurement(
-        family=FAMILY, benchmark=case.benchmark, provider=case.provider, dtype="fp32",
-        case=case.case, metric="bandwidth", unit="GB/s", scale=1e9,
-        work=n * MOVED_PER_ELEMENT[case.benchmark], work_unit="B",
-        size_bytes=n * ELEMENT_BYTES * ARRAYS[case.benchmark],
-        fn=fn, check=check, params=params,
-    )
-
-
-def describe(target: Target, case: Case) -> Measurement:
-    """The measurement's identity without allocating anything (for skipped/error rows)."""
-    n = case.array_bytes // ELEMENT_BYTES
-    return Measurement(
-        family=FAMILY, benchmark=case.benchmark, provider=case.provider, dtype="fp32",
-        case=case.case, metric="bandwidth", unit="GB/s", scale=1e9,
-        work=n * MOVED_PER_ELEMENT[case.benchmark], work_unit="B",
-        size_bytes=n * ELEMENT_BYTES * ARRAYS[case.benchmark],
-        fn=lambda: None, check=lambda: None,
-    )
+    return Measurement(fn=fn, check=check, budget=budget_for(case, profile), params=params)
 
 
 def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
@@ -154,9 +138,9 @@ def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
     for config in km.configs(profile):
         fn, _check = _triton_work(case.benchmark, arrays, 0.5, config, target.sm_count)
         try:
-            t = timing.time_fn(fn, target.device, timing.TUNE)
+            t = timing.time_fn(fn, target.device, timing.TUNE, clock_hz=target.sm_clock_hz)
         except Exception as e:  # one configuration that does not compile here must not sink the others
-            failures.append(f"{config.label()}: {measure.error_message(e)}")
+            failures.append(f"{config.label()}: {error_message(e)}")
             continue
         results[config.label()] = n * MOVED_PER_ELEMENT[case.benchmark] / t.median_s / 1e9
     if not results:
@@ -242,37 +226,3 @@ def _check_triad(run, a, b, c, value: float) -> str | None:
     close = torch.isclose(a, want, rtol=1e-6, atol=1e-6)
     bad = int((~close).sum())
     return f"triad: {bad} of {a.numel()} elements differ from b + s*c beyond rtol 1e-6" if bad else None
-
-
-def run_case(target: Target, case: Case, profile: str, tuned: dict) -> dict[str, object]:
-    """Measure one case and return its row; never raises for a failing case.
-
-    Out of memory (another process holds memory, a smaller card): retry with half
-    the arrays, down to SWEEP_START, and say so on the row.
-    """
-    reason = skip_reason(target, case)
-    if reason:
-        return measure.status_row(describe(target, case), target, "skipped", reason)
-    reason = unsupported_reason(case)
-    if reason:
-        return measure.status_row(describe(target, case), target, "unsupported", reason)
-    attempt, first_size = case, case.array_bytes
-    while True:
-        m = None
-        try:
-            m = measurement(target, attempt, profile, tuned)
-            row = measure.run(m, target, budget_for(attempt, profile))
-            if attempt.array_bytes != first_size:
-                note = (f"out of memory at {human_bytes(first_size)} per array: "
-                        f"measured at {human_bytes(attempt.array_bytes)}")
-                row["message"] = "; ".join(x for x in (note, row.get("message", "")) if x)
-            return row
-        except Exception as e:  # a crashing kernel is an `error` row; the run goes on
-            if measure.is_out_of_memory(e) and attempt.array_bytes // 2 >= SWEEP_START:
-                attempt = Case(attempt.benchmark, attempt.provider, attempt.case, attempt.array_bytes // 2)
-                continue
-            return measure.status_row(m or describe(target, attempt), target, "error", measure.error_message(e))
-        finally:
-            del m
-            if target.is_cuda:
-                torch.cuda.empty_cache()

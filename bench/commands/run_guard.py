@@ -1,0 +1,70 @@
+"""What keeps a run safe: a watchdog for a hung case, and a per-device lock that warns of a second run."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from ..core.devices import Target
+from ..core.results import ResultsWriter
+
+# A case that has not finished after this long is taken as hung (a stuck kernel):
+# the file is closed as incomplete naming the case, and the process exits.
+CASE_TIMEOUT_S = 1800.0
+EXIT_HUNG = 124
+
+
+class Watchdog:
+    """Ends the run when one case hangs: a stuck CUDA kernel cannot be interrupted from Python."""
+
+    def __init__(self, writer: ResultsWriter, what: str, timeout_s: float):
+        self.writer, self.what, self.timeout_s = writer, what, timeout_s
+        self.timer = threading.Timer(timeout_s, self._fire)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+        return False
+
+    def _fire(self) -> None:
+        message = f"hung: {self.what} did not finish within {self.timeout_s:g} s"
+        try:
+            self.writer.close("error", message)
+        finally:
+            print(f"\ncardbench: {message}; results so far (marked incomplete): {self.writer.path}",
+                  file=sys.stderr, flush=True)
+            os._exit(EXIT_HUNG)
+
+
+def device_lock(target: Target, lock_dir: str | None = None):
+    """Take this device's lock; when another cardbench run holds it, warn: the runs disturb each other."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: no warning, the result files still never collide
+        return None
+    key = target.identity.get("device_uuid") or f"{target.device.type}-{target.identity.get('device_name', '')}"
+    # CARDBENCH_LOCK_DIR: where the locks live (tests give each suite its own)
+    folder = lock_dir or os.environ.get("CARDBENCH_LOCK_DIR") or tempfile.gettempdir()
+    path = Path(folder) / f"cardbench-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.lock"
+    try:
+        f = open(path, "a+")
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        print(f"warning: another cardbench run (pid {holder}) is measuring {target.device} now: "
+              "both runs' measurements disturb each other", file=sys.stderr)
+        return f
+    except OSError:
+        return None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

@@ -1,0 +1,47 @@
+"""The typed options commands pass to each other (never a hand-built argparse.Namespace), and argparse types."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+PROFILES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `cardbench run` measures and how; `accept` and `pytest bench/` build one too."""
+
+    device: str = "all"  # cpu, cuda:N, or all
+    families: tuple[str, ...] = ()  # () = every family
+    profile: str = "quick"
+    out: str = "results"
+    specs: str | None = None  # a user spec file
+    case_timeout_s: float = 1800.0
+    ranks: int = 2  # CPU mode: gloo processes for the collectives
+    collective_timeout_s: float = 300.0
+    cases: tuple[str, ...] = ()  # --case GLOBs: only matching case ids run
+    argv: tuple[str, ...] = ()  # the command line, stored in the `command` column
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, argv: list[str]) -> "RunOptions":
+        return cls(device=args.device, families=tuple(args.families or ()), profile=args.profile, out=args.out,
+                   specs=args.specs, case_timeout_s=args.case_timeout, ranks=args.ranks,
+                   collective_timeout_s=args.collective_timeout, cases=tuple(args.case or ()),
+                   argv=("cardbench", *argv))
+
+
+def positive(convert, what: str):
+    """An argparse type: `convert` the text and require it above zero."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    return parse
+
+
+positive_int = positive(int, "a whole number of at least 1")
+seconds = positive(float, "a positive number of seconds")
