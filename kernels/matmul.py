@@ -4,14 +4,18 @@ Device code only. The GEMM is Triton's tutorial 03 design: one program per BLOCK
 output tile, programs grouped GROUP_M tiles down a column so neighbouring programs share
 A and B tiles in L2, fp32 accumulation, a K loop whose last step is masked (K need not be a
 multiple of BLOCK_K). Rows and columns past the edge are wrapped back into the matrix for the
-loads (in bounds without a mask) and masked at the store. On Hopper Triton lowers `tl.dot` to
-wgmma, on Blackwell to tcgen05; fp8 accumulates like cuBLAS's fast accumulation on sm_90 (Triton's
-default max_num_imprecise_acc there).
+loads (in bounds without a mask) and masked at the store. Triton lowers `tl.dot` to wgmma on
+compute capability 9.0, tcgen05.mma on 10.0 and mma.sync on 12.0 (the consumer Blackwell parts
+have no wgmma or tcgen05), fp8 included (e4m3 operands in each); fp8 accumulates like cuBLAS's
+fast accumulation on sm_90 (Triton's default max_num_imprecise_acc there).
 
 `tl.dot_scaled` takes e2m1 packed two per byte along K (first element in the low nibble,
-kernels/quant.py) and e8m0 scales per 32 elements, unswizzled (rows, K/32) uint8. It is
-native only where the compiler emits block-scaled MMA (compute capability 10.x); elsewhere
-Triton upcasts to bf16 -- bench/matmul.py looks for that in the PTX.
+kernels/quant.py) and e8m0 scales per 32 elements, unswizzled (rows, K/32) uint8. Where the
+target has block-scaled MMA Triton emits it: `tcgen05.mma ... kind::mxf4 ... block_scale` on
+10.x, `mma.sync ... kind::mxf4nvf4.block_scale` on 12.x (PTX ISA, "Warp-level matrix multiply
+with block scaling", https://docs.nvidia.com/cuda/parallel-thread-execution/); elsewhere
+(9.0) it upcasts to bf16 -- bench/matmul.py looks for that in the PTX. On 10.x the
+block-scaled tcgen05 MMA needs BLOCK_M >= 128: a 64-row tile compiles to the bf16 upcast too.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from dataclasses import asdict, dataclass
 import torch
 import triton
 import triton.language as tl
+
+from . import limits
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,11 @@ class Config:
 
 
 # Starting points are the tutorial's top CUDA configurations (03-matrix-multiplication.py,
-# 10-block-scaled-matmul.py). Shared memory per stage is (block_m + block_n) * block_k * bytes:
-# 128x256x64 bf16 = 48 KiB, so 3 stages fit Hopper/Blackwell's 227 KiB; consumer cards
-# (99 KiB) reject the big ones with OutOfResources, and the tuner skips those.
+# 10-block-scaled-matmul.py). Not every one fits every card: `need` says what each takes, and
+# the tuners drop those over the target's limits before compiling (kernels/limits.py).
+# MXFP4 keeps K steps of 128-256 values with 8 warps: the tutorial's 128x256x256 (and the 4-warp
+# 128x128x256) spill registers on 12.0 -- an fp32 accumulator, fp4 operand fragments and scales
+# in mma.sync registers -- so each is replaced by the same output tile over a shorter K step.
 _CONFIGS = {
     "16bit": {
         "quick": [Config(128, 256, 64, 8, 8, 3), Config(256, 128, 64, 8, 8, 3), Config(128, 128, 64, 8, 4, 4)],
@@ -56,8 +64,8 @@ _CONFIGS = {
         "full": [Config(64, 256, 128, 8, 4, 4), Config(128, 256, 128, 8, 8, 4), Config(128, 128, 256, 8, 8, 3)],
     },
     "mxfp4": {
-        "quick": [Config(128, 256, 256, 8, 8, 3), Config(128, 128, 256, 8, 4, 4), Config(128, 128, 128, 8, 4, 3)],
-        "full": [Config(256, 128, 256, 8, 8, 3), Config(128, 256, 256, 8, 8, 4)],
+        "quick": [Config(128, 256, 128, 8, 8, 3), Config(128, 128, 256, 8, 8, 3), Config(128, 128, 128, 8, 8, 4)],
+        "full": [Config(256, 128, 128, 8, 8, 3), Config(128, 256, 128, 8, 8, 4)],
     },
 }
 RECIPE_SPACE = {"bf16": "16bit", "fp16": "16bit", "fp8": "fp8", "mxfp4": "mxfp4"}
@@ -71,6 +79,37 @@ def configs(recipe: str, profile: str) -> list[Config]:
     if profile == "full":
         return space["quick"] + space["full"]
     raise ValueError(f"unknown profile {profile!r}; expected 'quick' or 'full'")
+
+
+OPERAND_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "mxfp4": 0.5}
+
+
+def need(config: Config, recipe: str, capability: tuple[int, int]) -> limits.Need:
+    """Shared memory Triton allocates for `config` on `capability`, and a floor for its registers.
+
+    Pipelining keeps num_stages A+B tiles in shared memory where the MMA reads its operands
+    there while the next tiles load (wgmma on 9.x, tcgen05 on 10.x), num_stages - 1 where they
+    pass through registers (mma.sync on 8.x and 12.x) -- and for tl.dot_scaled on 10.x, whose
+    MMA waits; block-scaled MMA adds one tile of scales. That is what Triton 3.6 and 3.9
+    allocate (tests/test_kernel_build.py checks each configuration against the compiler).
+    tl.dot_scaled below 10.0 (upcast to bf16) is not modelled: the benchmark does not run it.
+    The fp32 accumulator takes one register per element and thread, except under tcgen05,
+    which keeps it in tensor memory.
+    """
+    c = config
+    stage = int((c.block_m + c.block_n) * c.block_k * OPERAND_BYTES[recipe])
+    async_mma = capability[0] in (9, 10) and recipe != "mxfp4"
+    shared = (c.num_stages if async_mma else c.num_stages - 1) * stage
+    if recipe == "mxfp4":
+        shared += max(c.block_m, c.block_n) * c.block_k // 32
+    threads = 32 * c.num_warps
+    accumulator = 0 if capability[0] == 10 else c.block_m * c.block_n // threads
+    return limits.Need(shared, accumulator, threads)
+
+
+def fitting(recipe: str, profile: str, target: limits.Limits) -> tuple[list[Config], dict[str, str]]:
+    """The recipe's configurations that fit `target`, and why each other one does not."""
+    return limits.prune(configs(recipe, profile), target, lambda c: need(c, recipe, target.capability))
 
 
 @triton.jit

@@ -1,8 +1,9 @@
 """Memory-bandwidth kernels: read, write, copy and triad over contiguous fp32 buffers.
 
 Device code only. Each pattern has a Triton launcher and the torch op it is checked
-against (the torch op is also timed as the "framework" number). Design follows
-shared/research/METHOD.md section 1.3: 1-D tiles of BLOCK elements, 16-byte vector
+against (the torch op is also timed as the "framework" number). The design follows
+nvbandwidth's copy kernel and BabelStream (https://github.com/NVIDIA/nvbandwidth,
+https://github.com/UoB-HPC/BabelStream): 1-D tiles of BLOCK elements, 16-byte vector
 accesses, an optional persistent grid-stride loop, and optional cache hints.
 """
 
@@ -11,6 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 import triton
 import triton.language as tl
+
+from . import limits
 
 # The torch references and the byte accounting live apart so the torch provider runs without Triton.
 from .reference import (ARRAYS, BYTES_PER_ELEMENT_MOVED, PATTERNS, torch_copy, torch_read,  # noqa: F401
@@ -50,15 +53,42 @@ def configs(profile: str) -> list[Config]:
         ]
     if profile == "full":
         one_tile = [Config(b, w, 0, True) for b, w in ((4096, 4), (8192, 8), (16384, 16))]
-        # Grid sweep {1,2,4,8} x SM as in METHOD.md rec. 1 (nvbandwidth uses 1 x SM).
+        # Grid sweep {1,2,4,8} x SM: nvbandwidth's copy kernel launches 1 x SM (kernels.cu).
         persistent = [Config(8192, 8, k, True) for k in (1, 2, 4, 8)]
-        # Bigger tiles keep more bytes in flight, which read-only streams need (METHOD.md 1.1).
-        # 32768 elements over 16 warps was left out: on sm_90 triad then spills registers.
+        # Bigger tiles keep more bytes in flight, which read-only streams need (Little's law).
+        # 32768 elements over 16 warps is left out: triad then spills registers (see `need`).
         persistent += [Config(16384, 16, k, True) for k in (1, 2, 4)]
         # Hints are card-dependent, so measure each launch style without them too.
         no_hints = [Config(8192, 8, 0, False), Config(8192, 8, 4, False)]
         return one_tile + persistent + no_hints
     raise ValueError(f"unknown profile {profile!r}; expected 'quick' or 'full'")
+
+
+# Tiles of values each thread must hold at once, a floor for its registers: Triton issues all
+# of a tile's loads before the first use, so a copy holds one tile and triad two (b and c); the
+# persistent read keeps its running sum across steps; a one-tile read may sum loads as they
+# arrive and a fill stores one splatted value.
+_LIVE_TILES = {"read": 0, "write": 0, "copy": 1, "triad": 2}
+
+
+def need(config: Config, pattern: str) -> limits.Need:
+    """Shared memory and a register floor for `pattern` under `config` (kernels/limits.py).
+
+    The read kernel's cross-warp sum takes one fp32 of shared memory per warp; the others none.
+    A thread of 8 warps may hold 255 registers, of 16 warps 128: a 32768-element triad holds
+    2 x 128 values over 8 warps and spills (2 x 64 over 16 warps fills the 128 exactly, and
+    spills with Triton 3.9's ptxas, not 3.6's).
+    """
+    threads = 32 * config.num_warps
+    per_thread = config.block // threads
+    tiles = _LIVE_TILES[pattern] + (1 if pattern == "read" and config.grid_per_sm > 0 else 0)
+    shared = 4 * config.num_warps if pattern == "read" else 0
+    return limits.Need(shared, tiles * per_thread, threads)
+
+
+def fitting(pattern: str, profile: str, target: limits.Limits) -> tuple[list[Config], dict[str, str]]:
+    """The configurations of `profile` that fit `target` for `pattern`, and why each other one does not."""
+    return limits.prune(configs(profile), target, lambda c: need(c, pattern))
 
 
 # ---------------------------------------------------------------------------------------
@@ -80,7 +110,7 @@ def _tile(ptr, n, tile, BLOCK: tl.constexpr):
 @triton.jit
 def _load(ptrs, mask, HINTS: tl.constexpr):
     # Every byte is read once, so ask for evict-first: Triton lowers it to L1::evict_first
-    # plus an L2 createpolicy evict_first hint (METHOD.md 1.3). Not combined with .cg:
+    # plus an L2 createpolicy evict_first hint (triton-lang/triton PR #3470). Not combined with .cg:
     # ptxas rejects "ld.global.cg.L1::evict_first" (triton-lang/triton PR #10003).
     if HINTS:
         return tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
@@ -103,7 +133,7 @@ def _store(ptrs, values, mask, HINTS: tl.constexpr):
 
 @triton.jit
 def _read_kernel(x, partials, n, BLOCK: tl.constexpr, PERSISTENT: tl.constexpr, HINTS: tl.constexpr):
-    # The sum is stored, so the compiler cannot drop a single load (METHOD.md rec. 2).
+    # The sum is stored, so the compiler cannot drop a single load.
     pid = tl.program_id(0)
     if PERSISTENT:
         acc = tl.zeros([BLOCK], dtype=tl.float32)

@@ -186,9 +186,11 @@ def trial(target: Target, case: Case, state: State) -> Probe:
     if case.provider == "torch" and case.spec.recipe in FP4:
         variants = [(None, api) for api in _fp4_apis()]
     elif case.provider == "triton":
-        from ..kernels import matmul as km
-
-        variants = [(config, "") for config in km.configs(case.spec.recipe, "quick")]
+        kept, pruned = fitting_configs(target, case.spec.recipe, "quick")
+        if not kept:
+            return Probe("unsupported", "no Triton configuration fits this card: "
+                         + "; ".join(f"{label}: {why}" for label, why in pruned.items()))
+        variants = [(config, "") for config in kept]
     failures = []
     for config, api in variants:
         try:
@@ -212,7 +214,13 @@ def trial(target: Target, case: Case, state: State) -> Probe:
 
 
 def _emulation_in_ptx(case: Case, handle) -> str:
-    """Triton FP4 compiled without a block-scaled MMA instruction: upcast to bf16 (METHOD.md 2.4)."""
+    """Triton FP4 compiled without a block-scaled MMA instruction: upcast to bf16.
+
+    Block-scaled MMA is `tcgen05.mma.cta_group::1.kind::mxf4.block_scale` on 10.x and
+    `mma.sync.aligned.m16n8k64.row.col.kind::mxf4nvf4.block_scale` on 12.x (PTX ISA,
+    https://docs.nvidia.com/cuda/parallel-thread-execution/); tests/test_kernel_build.py checks
+    this against the kernels compiled for 9.0, 10.0 and 12.0.
+    """
     ptx = getattr(handle, "asm", {}).get("ptx", "") if handle is not None else ""
     if case.provider != "triton" or case.spec.recipe != "mxfp4" or not ptx:
         return ""
@@ -281,24 +289,34 @@ def measurement(target: Target, case: Case, built: Built, budget: timing.Budget)
 
 def tuned_config(target: Target, case: Case, shape: Shape, profile: str, tuned: dict):
     """Fastest Triton configuration for this recipe at this shape: (config, {label: throughput})."""
-    from ..kernels import matmul as km
-
     key = ("matmul-config", str(target.device), case.spec.recipe, shape, profile)
     if key in tuned:
         return tuned[key], {}
     results: dict[str, float] = {}
     failures: list[str] = []
-    configs = km.configs(case.spec.recipe, profile)
+    configs, pruned = fitting_configs(target, case.spec.recipe, profile)
     for config in configs:
         try:
             results[config.label()] = _throughput(target, case, shape, config=config)
-        except Exception as e:  # too much shared memory on this card, say: try the others
+        except Exception as e:  # one that fails to compile or run here must not sink the others
             failures.append(f"{config.label()}: {error_message(e)}")
     if not results:
-        raise RuntimeError("no Triton configuration ran: " + "; ".join(failures))
+        raise RuntimeError("no Triton configuration ran: "
+                           + "; ".join(failures + [f"{label}: {why}" for label, why in pruned.items()]))
     best = next(c for c in configs if c.label() == max(results, key=results.get))
     tuned[key] = best
     return best, results
+
+
+def fitting_configs(target: Target, recipe: str, profile: str):
+    """The Triton configurations that fit this card's shared memory and registers, and why the
+    others were dropped, decided before anything is compiled (kernels/limits.py)."""
+    from ..kernels import limits
+    from ..kernels import matmul as km
+
+    if not target.is_cuda:
+        return km.configs(recipe, profile), {}
+    return km.fitting(recipe, profile, limits.for_device(target.device, capability(target)))
 
 
 def _throughput(target: Target, case: Case, shape: Shape, config=None, api: str = "") -> float:
@@ -412,6 +430,9 @@ def measure(target: Target, case: Case, state: State):
         extra["sm_count"] = target.sm_count
         if tuning:  # every configuration tried, in the row's unit
             extra["tuning"] = tuning
+        pruned = fitting_configs(target, case.spec.recipe, state.profile)[1]
+        if pruned:  # dropped before compiling: over this card's shared memory or registers
+            extra["pruned_configs"] = pruned
     built = build(target, case, shape, config=config, api=verdict.api)
     built.params.update(extra)
     m = measurement(target, case, built, budget_for(target, state.profile))

@@ -108,6 +108,9 @@ def measure(target: Target, case: Case, state: State) -> Measurement:
         params.update(config=config.as_dict(), config_label=config.label(), sm_count=target.sm_count)
         if tuning:
             params["tuning_gb_per_s"] = tuning
+        pruned = fitting_configs(target, case.benchmark, profile)[1]
+        if pruned:  # dropped before compiling: over this card's registers or shared memory
+            params["pruned_configs"] = pruned
     dev = target.device
     gen = torch.Generator(device=dev).manual_seed(1234)
     # Random normal data, never zeros: zero pages and compressible data can run faster than real data.
@@ -125,8 +128,6 @@ def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
 
     Returns (config, {label: GB/s} of every configuration tried, or {} when reused).
     """
-    from ..kernels import memory as km
-
     key = (str(target.device), case.benchmark, profile)
     if key in tuned:
         return tuned[key], {}
@@ -135,7 +136,8 @@ def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
     arrays = [torch.randn(n, device=target.device, generator=gen) for _ in range(ARRAYS[case.benchmark])]
     results: dict[str, float] = {}
     failures: list[str] = []
-    for config in km.configs(profile):
+    configs, pruned = fitting_configs(target, case.benchmark, profile)
+    for config in configs:
         fn, _check = _triton_work(case.benchmark, arrays, 0.5, config, target.sm_count)
         try:
             t = timing.time_fn(fn, target.device, timing.TUNE, clock_hz=target.sm_clock_hz)
@@ -144,14 +146,27 @@ def tuned_config(target: Target, case: Case, profile: str, tuned: dict):
             continue
         results[config.label()] = n * MOVED_PER_ELEMENT[case.benchmark] / t.median_s / 1e9
     if not results:
-        raise RuntimeError("no Triton configuration ran: " + "; ".join(failures))
+        raise RuntimeError("no Triton configuration ran: "
+                           + "; ".join(failures + [f"{label}: {why}" for label, why in pruned.items()]))
     best_label = max(results, key=results.get)
-    best = next(c for c in km.configs(profile) if c.label() == best_label)
+    best = next(c for c in configs if c.label() == best_label)
     del arrays, fn
     if target.is_cuda:
         torch.cuda.empty_cache()
     tuned[key] = best
     return best, results
+
+
+def fitting_configs(target: Target, pattern: str, profile: str):
+    """The Triton configurations that fit this card's registers and shared memory for `pattern`,
+    and why the others were dropped, decided before anything is compiled (kernels/limits.py)."""
+    from ..kernels import limits
+    from ..kernels import memory as km
+
+    if not target.is_cuda:
+        return km.configs(profile), {}
+    cc = limits.parse_capability(target.identity.get("compute_capability", ""))
+    return km.fitting(pattern, profile, limits.for_device(target.device, cc))
 
 
 def _triton_work(benchmark: str, arrays: list[torch.Tensor], value: float, config, sm_count: int):
