@@ -1,0 +1,15 @@
+"""How numbers are printed: significant digits, so a small value never reads as 0.0.
+
+Stored numbers are never rounded (results CSVs and JSON keep full precision); this is
+only for text a person reads.
+"""
+from __future__ import annotations
+
+
+def number(x: float, signed: bool = False) -> str:
+    """One decimal from 10 up (thousands separated), three significant digits below: 0.0123, 4.56, 1,234.5."""
+    v = float(x)
+    sign = "+" if signed else ""
+    short = f"{v:{sign}.3g}"
+    # 9.996 rounds to "10" at three digits: print it as the numbers from 10 up are printed.
+    return short if abs(float(short)) < 10 else f"{v:{sign},.1f}"
