@@ -170,3 +170,233 @@ def test_bad_inputs_exit_2_with_a_clear_message(tmp_path, capsys, tight_base):
     empty.mkdir()
     code, _, err = run_compare(capsys, empty, variant(tmp_path / "n2.csv"))
     assert code == 2 and "no earlier run of the same card" in err
+
+
+def small(r):
+    r["size_bytes"] = str(4 * 2**20)  # a working set below 64 MiB: latency-bound
+
+
+def thresholds(out_json: str) -> dict[tuple[str, str], float]:
+    return {(r["key"]["benchmark"], r["key"]["case"]): r["threshold"] for r in json.loads(out_json)["rows"]
+            if r["threshold"] is not None}
+
+
+def test_a_bare_threshold_also_sets_latency_bound_rows(tmp_path, capsys):
+    base = variant(tmp_path / "b.csv", spread=0.05, run_id="b", timestamp="2029-01-01T00:00:00+00:00", edit=small)
+    new = variant(tmp_path / "n.csv", scale=0.96, spread=0.05, edit=small)
+    code, out, _ = run_compare(capsys, base, new, "--format", "json")
+    assert code == 0 and set(verdicts(out).values()) == {"same"}  # 4% is inside the built-in 5%
+    code, out, _ = run_compare(capsys, base, new, "--format", "json", "--threshold", "3")
+    assert code == 1 and set(verdicts(out).values()) == {"slower"} and set(thresholds(out).values()) == {0.03}
+
+
+def test_a_family_threshold_beats_the_latency_and_bare_ones(tmp_path, capsys):
+    base = variant(tmp_path / "b.csv", spread=0.05, run_id="b", timestamp="2029-01-01T00:00:00+00:00", edit=small)
+    new = variant(tmp_path / "n.csv", scale=0.96, spread=0.05, edit=small)
+    code, out, _ = run_compare(capsys, base, new, "--format", "json", "--threshold", "latency=10,1",
+                               "--threshold", "memory=3")
+    assert code == 1 and set(verdicts(out).values()) == {"slower"} and set(thresholds(out).values()) == {0.03}
+    code, out, _ = run_compare(capsys, base, new, "--format", "json", "--threshold", "latency=10,1")
+    assert code == 0 and set(verdicts(out).values()) == {"same"} and set(thresholds(out).values()) == {0.10}
+
+
+def collective_sweep(r):
+    """The real run's rows recast as a collective sweep at 1 MiB: `read` becomes the `peak` summary
+    (no size of its own; its params name the size it carries), the others size rows."""
+    if r["family"] != "memory":
+        return
+    r["family"], r["size_bytes"] = "collective", str(2**20)
+    if r["benchmark"] == "read":
+        r["benchmark"], r["case"], r["size_bytes"] = "all_reduce", "peak", ""
+        r["params"] = json.dumps({"peak_case": "size-1MiB", "peak_size_bytes": 2**20})
+    else:
+        r["case"] = "size-1MiB"
+
+
+def test_a_peak_row_is_judged_like_the_size_it_summarizes(tmp_path, capsys):
+    base = variant(tmp_path / "b.csv", spread=0.05, run_id="b", timestamp="2029-01-01T00:00:00+00:00",
+                   edit=collective_sweep)
+    new = variant(tmp_path / "n.csv", scale=0.96, spread=0.05, edit=collective_sweep)
+    code, out, _ = run_compare(capsys, base, new, "--format", "json")
+    assert thresholds(out)[("all_reduce", "peak")] == thresholds(out)[("write", "size-1MiB")] == 0.05
+    assert code == 0 and set(verdicts(out).values()) == {"same"}
+    code, out, _ = run_compare(capsys, base, new, "--format", "json", "--threshold", "latency=3")
+    assert code == 1 and set(verdicts(out).values()) == {"slower"}
+    assert thresholds(out)[("all_reduce", "peak")] == 0.03
+
+
+@pytest.mark.parametrize("value, says", [
+    ("memroy=3", "unknown family 'memroy'; families in these runs: memory"),
+    ("memory=3,matmul=4", "unknown family 'matmul'; families in these runs: memory"),
+    ("abc", "'abc' is not a number"),
+    ("-2", "-2% is not a percentage above 0 and below 100"),
+    ("0", "0% is not a percentage above 0 and below 100"),
+    ("150", "150% is not a percentage above 0 and below 100"),
+])
+def test_bad_thresholds_exit_2_naming_the_input(tmp_path, capsys, tight_base, value, says):
+    code, out, err = run_compare(capsys, tight_base, variant(tmp_path / "n.csv", spread=0.05), "--threshold", value)
+    assert code == 2 and out == "" and says in err and err.startswith("cardbench compare: --threshold ")
+
+
+def test_families_of_both_runs_are_known_to_threshold(tmp_path, capsys, tight_base):
+    code, out, err = run_compare(capsys, tight_base, variant(tmp_path / "n.csv", scale=0.96, spread=0.05),
+                                 "--format", "json", "--threshold", "memory=5,latency=10")
+    assert code == 0 and err == "" and set(verdicts(out).values()) == {"same"}
+
+
+def test_small_values_and_changes_print_with_significant_digits(tmp_path, capsys):
+    base = variant(tmp_path / "b.csv", scale=1e-3, spread=0.05, run_id="b", timestamp="2029-01-01T00:00:00+00:00")
+    new = variant(tmp_path / "n.csv", scale=1e-3 * 1.0005, spread=0.05)
+    code, out, _ = run_compare(capsys, base, new)
+    copy_line = next(line for line in out.splitlines() if line.startswith("memory/copy") and "torch" in line)
+    value = float(next(r for r in read_rows(base) if r["benchmark"] == "copy" and r["provider"] == "torch")["value"])
+    assert f"{value:.3g} GB/s" in copy_line and "+0.05%" in copy_line and "same" in copy_line
+    assert " 0.0 " not in out and "+0.0%" not in out and "±2%" in copy_line
+    code, md, _ = run_compare(capsys, base, new, "--format", "markdown")
+    assert f"| {value:.3g} GB/s" in md and "+0.05%" in md
+    code, js, _ = run_compare(capsys, base, new, "--format", "json")
+    row = next(r for r in json.loads(js)["rows"] if r["key"]["benchmark"] == "copy" and r["key"]["provider"] == "torch")
+    assert row["baseline"] == value and row["change_pct"] == pytest.approx(0.05, abs=1e-9)  # full precision
+
+
+def test_fractional_threshold_prints_as_given(tmp_path, capsys, tight_base):
+    code, out, _ = run_compare(capsys, tight_base, variant(tmp_path / "n.csv", spread=0.05), "--threshold", "2.5")
+    assert code == 0 and "±2.5%" in out and "±2%" not in out
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def all_rows(out_json: str) -> dict[tuple[str, str], dict]:
+    return {(r["key"]["benchmark"], r["key"]["provider"]): r for r in json.loads(out_json)["rows"]}
+
+
+def test_every_pairing_is_listed_with_its_verdict(tmp_path, capsys):
+    """Rows in one run only, rows that failed, got fixed or were measured in neither run: each is listed."""
+    def base_edit(r):
+        if (r["benchmark"], r["provider"]) == ("write", "torch"):
+            r.update(status="error", message="CUDA error: out of memory", value="", samples="", p10="", p90="")
+
+    def new_edit(r):
+        if (r["benchmark"], r["provider"]) == ("copy", "torch"):
+            r.update(status="wrong", message="copy: 3 differ", value="", samples="", p10="", p90="")
+    base = variant(tmp_path / "b.csv", spread=0.05, run_id="b", timestamp="2029-01-01T00:00:00+00:00", edit=base_edit,
+                   rows=lambda r: r["benchmark"] != "read")
+    new = variant(tmp_path / "n.csv", spread=0.05, edit=new_edit, rows=lambda r: r["benchmark"] != "triad")
+    code, out, _ = run_compare(capsys, base, new, "--format", "json")
+    got = {k: (r["verdict"], r["notes"]) for k, r in all_rows(out).items()}
+    assert code == 1 and got == {
+        ("copy", "torch"): ("failed", ["now wrong: copy: 3 differ"]),
+        ("copy", "triton"): ("not-measured", ["skipped -> skipped"]),
+        ("read", "torch"): ("only-new", []), ("read", "triton"): ("only-new", []),
+        ("triad", "torch"): ("only-baseline", []), ("triad", "triton"): ("only-baseline", []),
+        ("write", "torch"): ("fixed", ["was error: CUDA error: out of memory"]),
+        ("write", "triton"): ("not-measured", ["skipped -> skipped"]),
+    }
+    assert {r["card"] for r in json.loads(out)["rows"]} == {"vm:AMD EPYC"}
+
+
+def test_context_changes_list_every_value_on_each_side(tmp_path, capsys, tight_base):
+    def edit(r):
+        r["torch_version"] = ""
+        r["driver_version"] = "570.1" if r["benchmark"] in ("copy", "read") else "580.2"
+    new = variant(tmp_path / "n.csv", spread=0.05, edit=edit)
+    code, out, _ = run_compare(capsys, tight_base, new, "--format", "json")
+    assert json.loads(out)["context_changes"] == ["driver_version: (none) -> 570.1, 580.2",
+                                                   "torch_version: 2.13.0+cpu -> (none)"]
+    later = variant(tmp_path / "later.csv", spread=0.05, timestamp="2031-01-01T00:00:00+00:00")
+    code, out, _ = run_compare(capsys, new, later, "--format", "json")
+    assert json.loads(out)["context_changes"] == ["driver_version: 570.1, 580.2 -> (none)",
+                                                   "torch_version: (none) -> 2.13.0+cpu"]
+
+
+def test_messages_for_runs_that_cannot_be_compared(tmp_path, capsys, tight_base):
+    def other_host(r):
+        r["host"] = "elsewhere"
+    code, _, err = run_compare(capsys, tight_base, variant(tmp_path / "o.csv", spread=0.05, edit=other_host))
+    assert code == 2 and err == ("cardbench compare: no card in common: baseline ['vm:AMD EPYC'], new "
+                                 "['elsewhere:AMD EPYC'] (pass --any-card to compare different cards)\n")
+
+    def other_family(r):
+        r["family"] = "matmul"
+    code, _, err = run_compare(capsys, tight_base, variant(tmp_path / "f.csv", edit=other_family))
+    assert code == 2 and err == "cardbench compare: no measurement in common between the two runs\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_text(REAL_RUN.read_text().splitlines()[0] + "\n")
+    code, _, err = run_compare(capsys, tight_base, empty)
+    assert code == 2 and err == f"cardbench compare: {empty}: no measurements in this file\n"
+
+
+def test_threshold_messages_in_full(tmp_path, capsys, tight_base):
+    new = variant(tmp_path / "n.csv", spread=0.05)
+    code, _, err = run_compare(capsys, tight_base, new, "--threshold", "abc")
+    assert code == 2 and err == ("cardbench compare: --threshold abc: 'abc' is not a number; expected PCT, FAMILY=PCT "
+                                 "or latency=PCT (percent; repeat the option or separate with commas)\n")
+    code, _, err = run_compare(capsys, tight_base, new, "--threshold", "memory=3,matmul=x")
+    assert code == 2 and err.startswith("cardbench compare: --threshold memory=3,matmul=x (matmul=x): 'x' is not")
+
+    def two_families(r):
+        if r["benchmark"] == "read":
+            r["family"] = "collective"
+    base = variant(tmp_path / "b2.csv", spread=0.05, run_id="b", timestamp="2029-01-01T00:00:00+00:00", edit=two_families)
+    code, _, err = run_compare(capsys, base, variant(tmp_path / "n2.csv", spread=0.05, edit=two_families),
+                               "--threshold", "memroy=3.5")
+    assert code == 2 and err == ("cardbench compare: --threshold memroy=3.5: unknown family 'memroy'; families in these "
+                                 "runs: collective, memory (latency=PCT sets latency-bound rows)\n")
+
+
+def test_incomplete_runs_are_compared_with_a_warning(tmp_path, capsys, tight_base):
+    killed = variant(tmp_path / "killed.csv", spread=0.05, rows=lambda r: r["family"] != "run")
+
+    def interrupted(r):
+        if r["family"] == "run":
+            r.update(status="error", message="interrupted by SIGINT after 8 rows")
+    stopped = variant(tmp_path / "stopped.csv", spread=0.05, edit=interrupted)
+    code, out, err = run_compare(capsys, tight_base, killed)
+    assert code == 0 and "4 same" in out
+    assert err == f"warning: {killed} is an incomplete run (no closing row)\n"
+    code, out, err = run_compare(capsys, tight_base, stopped)
+    assert code == 0 and err == f"warning: {stopped} is an incomplete run (interrupted by SIGINT after 8 rows)\n"
+
+
+def test_directory_baseline_skips_the_new_run_itself_and_other_cards(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def other_host(r):
+        r["host"] = "elsewhere"
+    variant(runs / "b-mine.csv", scale=0.9, spread=0.05, run_id="mine", timestamp="2029-01-01T00:00:00+00:00")
+    variant(runs / "c-other.csv", scale=0.5, spread=0.05, run_id="other", timestamp="2029-06-01T00:00:00+00:00",
+            edit=other_host)
+    new = variant(runs / "a-new.csv", scale=0.9, spread=0.05)  # inside the directory, listed first
+    code, out, _ = run_compare(capsys, runs, new, "--format", "json")
+    assert code == 0 and json.loads(out)["baseline"].endswith("b-mine.csv")
+    code, out, _ = run_compare(capsys, runs, new, "--format", "json", "--any-card")  # device index: both match
+    assert json.loads(out)["baseline"].endswith("c-other.csv") and set(verdicts(out).values()) == {"faster"}
+
+
+def test_directory_baseline_needs_an_earlier_start(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    new = variant(tmp_path / "new.csv", spread=0.05)
+    variant(runs / "same-start.csv", scale=0.5, spread=0.05, run_id="copy")  # the same start time as NEW
+    code, _, err = run_compare(capsys, runs, new)
+    assert code == 2 and "no earlier run of the same card (vm:AMD EPYC)" in err
+    variant(runs / "x1.csv", spread=0.05, run_id="x1", timestamp="2029-01-01T00:00:00+00:00")
+    variant(runs / "x2.csv", spread=0.05, run_id="x2", timestamp="2029-01-01T00:00:00+00:00")  # a copy of x1
+    code, out, _ = run_compare(capsys, runs, new, "--format", "json")
+    assert code == 0 and json.loads(out)["baseline"].endswith("x1.csv")
+
+
+def test_no_earlier_run_names_every_card_of_the_new_run(tmp_path, capsys):
+    def two_cards(r):
+        if r["benchmark"] == "read":
+            r["device_uuid"] = "GPU-b"
+        elif r["family"] != "run":
+            r["device_uuid"] = "GPU-a"
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code, _, err = run_compare(capsys, empty, variant(tmp_path / "n.csv", edit=two_cards))
+    assert code == 2 and err.endswith("no earlier run of the same card (GPU-a, GPU-b)\n")

@@ -1,8 +1,9 @@
 """`cardbench compare BASELINE NEW`: per-metric change with a confidence interval and a verdict.
 
 Statistics come from the raw samples every row keeps: the ratio of medians
-with a bootstrap confidence interval (scipy) plus a Mann-Whitney rank test,
-as METHOD.md section 6 recommends. A row is `slower` only when its whole
+with a bootstrap confidence interval (scipy) plus a Mann-Whitney rank test, as
+Go's benchstat does (https://pkg.go.dev/golang.org/x/perf/cmd/benchstat); the
+statistics live in bench/core/stats.py. A row is `slower` only when its whole
 interval lies beyond the threshold, so noise reads as `inconclusive`, not as
 a regression. Rows whose runs differ in throttle reasons or mean SM clock are
 marked, so a thermal event is not reported as a driver regression.
@@ -15,9 +16,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from ..core.results import Results, ResultsFileError, card_key, parse_samples, read_results
-from ..core.stats import LOWER_IS_BETTER_UNITS, speed_ratio_ci, threshold_for, verdict_for
+from ..core.stats import (ALL_ROWS, LATENCY_BOUND, LOWER_IS_BETTER_UNITS, speed_ratio_ci, threshold_for,
+                          verdict_for)
+from ..core.units import number
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -110,8 +112,14 @@ def compare_rows(base: Results, new: Results, overrides: dict[str, float], any_c
         c.verdict = verdict_for(c.ratio, c.ci_low, c.ci_high, c.p_value, c.threshold)
         c.notes = _conditions(b, n)
         out.append(c)
+    return worst_first(out)
+
+
+def worst_first(comps: list[Comparison]) -> list[Comparison]:
+    """failed, slower, inconclusive, same, faster, then the rest (fixed, only in one run, not measured);
+    within a verdict the largest loss first."""
     order = {"failed": 0, "slower": 1, "inconclusive": 2, "same": 3, "faster": 4}
-    return sorted(out, key=lambda c: (order.get(c.verdict, 5), c.ratio if c.ratio is not None else 0))
+    return sorted(comps, key=lambda c: (order.get(c.verdict, 5), c.ratio if c.ratio is not None else 0))
 
 
 def context_changes(base: Results, new: Results) -> list[str]:
@@ -149,20 +157,18 @@ def pick_baseline(path: Path, new: Results, any_card: bool) -> Results:
     return max(candidates, key=lambda c: c[0])[1]
 
 
-def _fmt(x: float | None, spec: str = ",.1f") -> str:
-    return "" if x is None else format(x, spec)
-
-
 def table_rows(comps: list[Comparison]) -> list[list[str]]:
+    """Printed cells (table and Markdown): significant digits (core/units.number), never a bare 0.0."""
     rows = []
     for c in comps:
-        interval = (f"{(c.ci_low - 1) * 100:+.1f}..{(c.ci_high - 1) * 100:+.1f}%"
-                    if c.ci_low is not None else "")
+        interval = (f"{number((c.ci_low - 1) * 100, signed=True)}..{number((c.ci_high - 1) * 100, signed=True)}%"
+                    if c.ci_low is not None else "")  # speed_ratio_ci gives both bounds or neither
         rows.append(["/".join(c.key[:2]), c.key[2], c.key[3], c.key[4],
-                     f"{_fmt(c.baseline)} {c.unit}" if c.baseline is not None else "",
-                     f"{_fmt(c.new)} {c.unit}" if c.new is not None else "",
-                     _fmt(c.change_pct, "+.1f") + ("%" if c.change_pct is not None else ""), interval,
-                     _fmt(c.p_value, ".2g"), f"±{c.threshold:.0%}" if c.threshold else "", c.verdict,
+                     f"{number(c.baseline)} {c.unit}" if c.baseline is not None else "",
+                     f"{number(c.new)} {c.unit}" if c.new is not None else "",
+                     f"{number(c.change_pct, signed=True)}%" if c.change_pct is not None else "", interval,
+                     format(c.p_value, ".2g") if c.p_value is not None else "",
+                     f"±{number(c.threshold * 100)}%" if c.threshold is not None else "", c.verdict,
                      "; ".join(c.notes)])
     return rows
 
@@ -199,27 +205,52 @@ def render(comps, changes, base: Results, new: Results, fmt: str) -> str:
                              counts])
 
 
+THRESHOLD_SYNTAX = "expected PCT, FAMILY=PCT or latency=PCT (percent; repeat the option or separate with commas)"
+
+
 def parse_thresholds(values: list[str]) -> dict[str, float]:
-    """`--threshold 3` (every row) or `--threshold memory=2 --threshold latency=10`, in percent."""
-    out = {}
-    for v in values:
-        name, _, pct = v.rpartition("=")
-        try:
-            fraction = float(pct) / 100
-        except ValueError:
-            raise CompareError(f"--threshold {v}: expected PERCENT or FAMILY=PERCENT") from None
-        if not 0 < fraction < 1:
-            raise CompareError(f"--threshold {v}: the percentage must be between 0 and 100")
-        out[name or "*"] = fraction
+    """`--threshold` values (`3`, `memory=3,matmul=4`, `latency=10`) as stats.threshold_for's overrides.
+
+    Which override decides a row is stats.threshold_for's rule; here only the syntax is checked
+    (family names need the runs: check_families)."""
+    out: dict[str, float] = {}
+    for value in values:
+        for item in value.split(","):
+            part = item.strip() or "an empty item"
+            where = f"--threshold {value}" + (f" ({part})" if part != value.strip() else "")
+            name, eq, pct = item.partition("=")
+            name, pct = (name.strip(), pct.strip()) if eq else (ALL_ROWS, name.strip())
+            if not name or not pct:
+                raise CompareError(f"{where}: {THRESHOLD_SYNTAX}")
+            try:
+                percent = float(pct.removesuffix("%"))
+            except ValueError:
+                raise CompareError(f"{where}: {pct!r} is not a number; {THRESHOLD_SYNTAX}") from None
+            if not 0 < percent < 100:
+                raise CompareError(f"{where}: {pct}% is not a percentage above 0 and below 100")
+            if name in out:
+                raise CompareError(f"{where}: {'a bare PCT (every row)' if name == ALL_ROWS else name} is given twice")
+            out[name] = percent / 100
     return out
+
+
+def check_families(overrides: dict[str, float], base: Results, new: Results) -> None:
+    """A FAMILY=PCT override must name a family these runs measured: a typo would change nothing."""
+    known = sorted({r["family"] for res in (base, new) for r in res.rows})
+    for name in overrides:
+        if name not in (ALL_ROWS, LATENCY_BOUND) and name not in known:
+            raise CompareError(f"--threshold {name}={overrides[name] * 100:g}: unknown family {name!r}; "
+                               f"families in these runs: {', '.join(known)} "
+                               f"({LATENCY_BOUND}=PCT sets latency-bound rows)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("baseline", help="a results CSV, or a directory of runs (the same card's latest run before NEW)")
     p.add_argument("new", help="the results CSV to judge")
     p.add_argument("--threshold", action="append", default=[], metavar="[FAMILY=]PCT",
-                   help="change that counts, in percent: default 2 (5 for latency-bound rows: latency units or "
-                        "working sets under 64 MiB); FAMILY=PCT per family, latency=PCT for latency-bound rows")
+                   help="change that counts, in percent (repeat or comma-separate): FAMILY=PCT for every row of a "
+                        "family, else latency=PCT for latency-bound rows (latency units or working sets under "
+                        "64 MiB), else a bare PCT for every row; built in: 5 latency-bound, 2 the others")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("--any-card", action="store_true",
                    help="compare runs of different cards (rows matched by device index)")
@@ -232,6 +263,7 @@ def main(args) -> int:
         if not new.rows:
             raise CompareError(f"{args.new}: no measurements in this file")
         base = pick_baseline(Path(args.baseline), new, args.any_card)
+        check_families(overrides, base, new)
         comps = compare_rows(base, new, overrides, args.any_card)
     except (ResultsFileError, CompareError) as e:
         print(f"cardbench compare: {e}", file=sys.stderr)

@@ -1,5 +1,18 @@
-"""How sizes and numbers are written: exact binary sizes in case names, significant digits in tables."""
+"""How numbers and sizes are written: significant digits, so a small value never reads as 0.0; exact binary sizes.
+
+Stored numbers are never rounded (results CSVs and JSON keep full precision); this is
+only for text a person reads.
+"""
 from __future__ import annotations
+
+
+def number(x: float, signed: bool = False) -> str:
+    """One decimal from 10 up (thousands separated), three significant digits below: 0.0123, 4.56, 1,234.5."""
+    v = float(x)
+    sign = "+" if signed else ""
+    short = f"{v:{sign}.3g}"
+    # 9.996 rounds to "10" at three digits: print it as the numbers from 10 up are printed.
+    return short if abs(float(short)) < 10 else f"{v:{sign},.1f}"
 
 
 def human_bytes(n: int) -> str:
@@ -8,9 +21,3 @@ def human_bytes(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale}{unit}"
     return f"{n}B"
-
-
-def number(x) -> str:
-    """Printed value: one decimal from 10 up, three significant digits below (never a bare 0.0)."""
-    v = float(x)
-    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
