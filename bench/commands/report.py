@@ -1,434 +1,218 @@
 """`cardbench report RESULTS...`: a publishable measured-versus-claimed report.
 
 Writes report.md, a self-contained report.html (plots embedded, opens from a
-file with no server or network) and the PNG plots. One card: its table and
-conditions. Several models: one column per card, plots overlaid. Many cards of
-one model (a fleet): per-metric distribution and the cards more than a margin
-below the fleet median, by UUID, host and metric. Rows that are not `ok` are
-shown with status and reason and never plotted; a missing claim is shown as
-missing.
+file with no server or network) and the PNG plots. It opens with a one-screen
+summary per card (headline % of claim per family, the accept verdict when an
+accept JUnit file is among the inputs, the roofline), then the detail tables.
+Each card is reported from ONE run: its latest complete run in the inputs
+(an older, better run must not hide a newer regression); `--aggregate` merges
+every run of a card and shows the best value per metric, and says so. Several
+runs of a card add its history plot. Several models: one column per card.
+Many cards of one model (a fleet): per-metric distribution and the cards more
+than a margin below the fleet median. Rows that are not `ok` are grouped by
+reason and never plotted; a missing claim is shown as missing.
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import re
-import statistics
+import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import specs
 from ..core.results import Results, ResultsFileError, card_key, read_results
 from ..core.normalize import renormalize
+from . import report_roofline as roofline
+from .report_accept import AcceptFileError, find_verdicts
+from .report_plots import plots
+from .report_render import render
+from .report_tables import (FLEET_MIN_CARDS, Card, claim_table, conditions, fleet, fleet_absent, not_ok,  # noqa: F401
+                            side_by_side, summary_counts, summary_table)
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 DEFAULT_FLEET_MARGIN = 0.05  # ml-engineering: 5%+ spread between healthy GPUs of one node
-FLEET_MIN_CARDS = 3
-
-CONDITION_FIELDS = ("command", "cardbench_version", "cardbench_commit", "driver_version", "cuda_driver_version",
-                    "cuda_runtime_version", "torch_version", "triton_version", "nccl_version", "power_limit_w",
-                    "ecc_mode", "persistence_mode", "mig_mode", "pcie_gen_max", "pcie_width_max", "host")
-
-
-@dataclass
-class Card:
-    key: str
-    name: str
-    label: str  # short column title
-    rows: list[dict]
-    runs: list[Results]
-
-
-@dataclass
-class Headline:
-    metric: str  # "memory copy", "matmul bf16", ...
-    unit: str
-    row: dict | None  # the best ok row, or None
-    problem: str  # status and reason when no row is ok
 
 
 def load(paths: list[str]) -> list[Results]:
+    """Every results CSV given or under the folders given; accept's copies under baselines/ count once."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             files += sorted(p.rglob("*.csv"))
-        else:
+        elif p.suffix.lower() != ".xml":  # accept JUnit files are read by report_accept
             files.append(p)
     if not files:
         raise ResultsFileError(paths[0] if paths else "(none)", None, None, "no results CSV found")
-    return [read_results(f) for f in files]
+    runs, seen = [], set()
+    for f in sorted(files, key=lambda f: "baselines" in f.parts):  # the original before its copy
+        res = read_results(f)
+        ids = {(r["run_id"], card_key(r, False)) for r in res.rows}
+        if ids and ids <= seen:
+            continue
+        seen |= ids
+        runs.append(res)
+    return runs
 
 
-def cards_of(runs: list[Results]) -> list[Card]:
-    by: dict[str, Card] = {}
+def _start(res: Results, key: str) -> str:
+    return min(r["timestamp_utc"] for r in res.rows if card_key(r, False) == key)
+
+
+def _run_name(res: Results, key: str) -> str:
+    run_id = next(r["run_id"] for r in res.rows if card_key(r, False) == key)
+    state = "complete" if res.complete else f"incomplete: {res.end_message or 'no closing row'}"
+    return f"{Path(res.path).name} (run {run_id}, started {_start(res, key)[:19].replace('T', ' ')} UTC, {state})"
+
+
+def choose(key: str, runs: list[Results], aggregate: bool) -> tuple[list[Results], str]:
+    """The runs a card is reported from, and the sentence that says which and why."""
+    runs = sorted(runs, key=lambda res: _start(res, key))
+    if aggregate and len(runs) > 1:
+        return runs, (f"Aggregated over {len(runs)} runs (--aggregate): each metric shows its best value "
+                      f"across {', '.join(Path(r.path).name for r in runs)}; a newer regression can hide "
+                      "behind an older run's better value.")
+    complete = [r for r in runs if r.complete]
+    chosen = (complete or runs)[-1]
+    text = f"Reported run: {_run_name(chosen, key)}"
+    if not complete:
+        text += "; no complete run of this card in the inputs, so the latest incomplete one is shown"
+    elif len(runs) > 1:
+        text += f"; the latest complete of {len(runs)} runs of this card in the inputs"
+        newer = [r for r in runs if _start(r, key) > _start(chosen, key)]
+        if newer:
+            text += f" (newer, not reported: {'; '.join(_run_name(r, key) for r in newer)})"
+        text += " (one run per card; --aggregate merges them)"
+    return [chosen], text + "."
+
+
+def cards_of(runs: list[Results], aggregate: bool = False) -> list[Card]:
+    by: dict[str, list[Results]] = {}
+    names: dict[str, tuple[str, str]] = {}
     for res in runs:
         for r in res.rows:
             key = card_key(r, False)
-            card = by.setdefault(key, Card(key, r["device_name"], "", [], []))
-            card.rows.append(r)
-            if res not in card.runs:
-                card.runs.append(res)
-    cards = list(by.values())
+            names.setdefault(key, (r["device_name"], r["host"]))
+            if res not in by.setdefault(key, []):
+                by[key].append(res)
+    cards = []
+    for key, card_runs in by.items():
+        chosen, text = choose(key, card_runs, aggregate)
+        rows = [r for res in chosen for r in res.rows if card_key(r, False) == key]
+        cards.append(Card(key, names[key][0], "", rows, chosen, card_runs, text))
     for c in cards:
-        short = c.key[-8:] if c.key.startswith("GPU-") else c.rows[0]["host"]
+        short = c.key[-8:] if c.key.startswith("GPU-") else names[c.key][1]
         c.label = f"{c.name} ({short})" if sum(x.name == c.name for x in cards) > 1 else c.name
     return cards
 
 
-def metric_name(r: dict) -> str:
-    parts = [r["family"], r["benchmark"]]
-    if r["dtype"] and r["family"] != "memory" and r["dtype"] != r["benchmark"]:
-        parts.append(r["dtype"])
-    return " ".join(parts)
+def history_figure(card: Card, out: Path, index: int) -> tuple[list, str] | None:
+    """The card's history plot and its steps, when the inputs hold more than one run of it."""
+    if len(card.all_runs) < 2:
+        return None
+    from . import history
+
+    series = [s for s in history.build(card.all_runs) if s.card == card.key]
+    drawn = history.plot(series, out / f"history_{index}.png") if series else None
+    steps = history.steps(series)
+    text = (f"History: {len(card.all_runs)} runs of this card. "
+            + ("Steps beyond the run-to-run noise: " + " | ".join(steps) if steps
+               else "No step beyond the run-to-run noise between consecutive runs."))
+    return ([("figure", f"History of {card.label}", drawn)] if drawn else []), text
 
 
-def headlines(card: Card) -> list[Headline]:
-    """Best ok row per (family, benchmark, dtype); memory sweep points are curves, not headlines."""
-    groups: dict[str, list[dict]] = {}
-    for r in card.rows:
-        if r["family"] == "memory" and r["case"].startswith("sweep-"):
-            continue
-        groups.setdefault(metric_name(r), []).append(r)
-    out = []
-    for metric, rows in groups.items():
-        ok = [r for r in rows if r["status"] == "ok"]
-        lower_better = rows[0]["unit"] in ("us", "ms", "s")
-        if ok:
-            best = (min if lower_better else max)(ok, key=lambda r: float(r["value"]))
-            out.append(Headline(metric, best["unit"], best, ""))
-        else:
-            statuses = sorted({r["status"] for r in rows})
-            out.append(Headline(metric, rows[0]["unit"], None, f"{'/'.join(statuses)}: {rows[0]['message']}"))
-    return out
-
-
-def _num(text: str, spec: str = ",.1f") -> str:
-    return format(float(text), spec) if text not in ("", None) else ""
-
-
-def claim_table(card: Card) -> tuple[list[str], list[list[str]]]:
-    headers = ["metric", "measured", "claim (dense)", "% of claim", "% of NVML-derived peak", "case", "provider",
-               "status", "source of the claim"]
-    rows = []
-    for h in headlines(card):
-        r = h.row
-        if r is None:
-            rows.append([h.metric, "", "", "", "", "", "", h.problem.split(":")[0], h.problem])
-            continue
-        claim = f"{_num(r['spec_value'])} {r['spec_unit']}" if r.get("spec_value") else "missing"
-        pct = f"{float(r['pct_of_spec']):.1f}%" if r.get("pct_of_spec") else ""
-        pct_d = f"{float(r['pct_of_derived']):.1f}%" if r.get("pct_of_derived") else ""
-        rows.append([h.metric, f"{_num(r['value'])} {r['unit']}", claim, pct, pct_d, r["case"], r["provider"],
-                     "ok", r.get("spec_source", "")])
-    return headers, rows
-
-
-def side_by_side(cards: list[Card]) -> tuple[list[str], list[list[str]]]:
-    metrics: dict[str, dict[str, str]] = {}
-    for c in cards:
-        for h in headlines(c):
-            cell = (f"{_num(h.row['value'])} {h.unit}" + (f" ({float(h.row['pct_of_spec']):.0f}% of claim)"
-                                                         if h.row.get("pct_of_spec") else " (claim missing)")
-                    if h.row else h.problem.split(":")[0])
-            metrics.setdefault(h.metric, {})[c.key] = cell
-    headers = ["metric"] + [c.label for c in cards]
-    return headers, [[m] + [vals.get(c.key, "not measured") for c in cards] for m, vals in metrics.items()]
-
-
-def fleet(cards: list[Card], margin: float) -> tuple[list[list[str]], list[list[str]]]:
-    """Per model with at least FLEET_MIN_CARDS cards: distribution per metric, and the outliers."""
-    dist, flagged = [], []
-    for model in sorted({c.name for c in cards}):
-        members = [c for c in cards if c.name == model]
-        if len(members) < FLEET_MIN_CARDS:
-            continue
-        values: dict[str, list[tuple[float, Card, dict]]] = {}
-        for c in members:
-            for h in headlines(c):
-                if h.row is not None:
-                    values.setdefault(h.metric, []).append((float(h.row["value"]), c, h.row))
-        for metric, vals in values.items():
-            xs = [v for v, _, _ in vals]
-            med = statistics.median(xs)
-            unit = vals[0][2]["unit"]
-            dist.append([model, metric, str(len(xs)), f"{min(xs):,.1f}", f"{med:,.1f}", f"{max(xs):,.1f}", unit])
-            lower_better = unit in ("us", "ms", "s")
-            for v, c, r in vals:
-                off = (v - med) / med if med else 0.0
-                if (off > margin) if lower_better else (off < -margin):
-                    flagged.append([model, c.rows[0]["device_uuid"] or c.key, c.rows[0]["host"], metric,
-                                    f"{v:,.1f} {unit}", f"{off:+.1%} vs median {med:,.1f}"])
-    return dist, flagged
-
-
-def conditions(card: Card) -> list[list[str]]:
-    rows = card.rows
-    out = []
-    for f in CONDITION_FIELDS:
-        vals = sorted({r.get(f, "") for r in rows if r.get(f)})
-        if vals:
-            out.append([f, "; ".join(vals)])
-    clocks = [float(r["sm_clock_mhz_mean"]) for r in rows if r.get("sm_clock_mhz_mean")]
-    if clocks:
-        out.append(["SM clock during measurements (mean per row)", f"{min(clocks):.0f}..{max(clocks):.0f} MHz"])
-    temps = [float(r["temp_c_max"]) for r in rows if r.get("temp_c_max")]
-    if temps:
-        out.append(["temperature (max)", f"{max(temps):g} C"])
-    reasons = sorted({n for r in rows for n in r.get("clocks_event_reason_names", "").split("|") if n})
-    out.append(["clocks-event reasons seen", ", ".join(reasons) or ("none" if clocks else "no NVML readings")])
-    dates = sorted(r["timestamp_utc"] for r in rows if r.get("timestamp_utc"))
-    if dates:
-        out.append(["measured (UTC)", f"{dates[0]} .. {dates[-1]}"])
-    out.append(["runs", "; ".join(f"{Path(res.path).name}" + ("" if res.complete else " (incomplete)")
-                                  for res in card.runs)])
-    return out
-
-
-def not_ok(card: Card) -> list[list[str]]:
-    """Rows that are not ok, those sharing metric, provider, status and reason told once with their cases."""
-    groups: dict[tuple, list[str]] = {}
-    for r in card.rows:
-        if r["status"] != "ok":
-            groups.setdefault((metric_name(r), r["provider"], r["status"], r["message"]), []).append(r["case"])
-    return [[m, p, ", ".join(dict.fromkeys(cases)), s, msg] for (m, p, s, msg), cases in groups.items()]
-
-
-# ---------------------------------------------------------------------------------------
-# Plots (matplotlib; only ok rows are drawn, a missing claim draws no claim marker)
-
-
-def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-
-    def save(fig, name, title):
-        path = out / name
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        made.append((title, path))
-
-    # % of claim per headline metric, one bar per card.
-    per_metric: dict[str, dict[str, float]] = {}
-    for c in cards:
-        for h in headlines(c):
-            if h.row is not None and h.row.get("pct_of_spec"):
-                per_metric.setdefault(h.metric, {})[c.label] = float(h.row["pct_of_spec"])
-    if per_metric:
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(per_metric) * max(1, len(cards))), 4))
-        labels = [c.label for c in cards]
-        width = 0.8 / len(labels)
-        for i, label in enumerate(labels):
-            xs = [j + i * width for j in range(len(per_metric))]
-            ax.bar(xs, [per_metric[m].get(label, 0) if label in per_metric[m] else float("nan") for m in per_metric],
-                   width, label=label)
-        ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(per_metric))], list(per_metric), rotation=20, ha="right")
-        ax.set_ylabel("% of the vendor's dense claim")
-        ax.set_title("Measured as % of claimed, per headline metric")
-        ax.legend(fontsize=8)
-        save(fig, "pct_of_claim.png", "Measured as % of claimed")
-
-    # Bandwidth against working set (memory sweep), L2 marked.
-    series = {}
-    for c in cards:
-        for r in c.rows:
-            if r["family"] == "memory" and r["status"] == "ok" and r["size_bytes"]:
-                series.setdefault((c.label, r["benchmark"], r["provider"]), []).append(
-                    (float(r["size_bytes"]), float(r["value"])))
-    series = {k: sorted(v) for k, v in series.items() if len(v) > 1}
-    if series:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (label, bench, provider), pts in series.items():
-            ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{label} {bench} {provider}")
-        for c in cards:
-            l2 = c.rows[0].get("l2_cache_bytes")
-            if l2 and any(k[0] == c.label for k in series):
-                ax.axvline(float(l2), color="grey", linestyle=":", linewidth=1)
-                ax.text(float(l2), 0.97, f" L2 ({c.label})" if len(cards) > 1 else " L2", color="grey",
-                        fontsize=8, va="top", transform=ax.get_xaxis_transform())
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("working set (bytes, all arrays)")
-        ax.set_ylabel("bandwidth (GB/s)")
-        ax.set_title("Memory bandwidth against working-set size")
-        ax.legend(fontsize=6, ncol=2)
-        save(fig, "memory_sweep.png", "Memory bandwidth against working-set size")
-
-    # Matmul throughput per dtype against the dense claim, in T(FLOP|OP)/s: CPU rows are
-    # stored in G units, so every value is scaled by its own row's unit.
-    mm = {(c.label, h.metric.split()[-1]): h.row for c in cards for h in headlines(c)
-          if h.row is not None and h.metric.startswith("matmul")}
-    if mm:
-        def tera(row, column):
-            scale = 1e-3 if row["unit"].startswith("G") else 1.0  # GFLOP/s, GOPS -> T
-            return float(row[column]) * scale if row.get(column) else float("nan")
-
-        dtypes = sorted({d for _, d in mm})
-        fig, ax = plt.subplots(figsize=(max(6, len(dtypes) * 1.1 * max(1, len(cards))), 4))
-        width = 0.8 / len(cards)
-        any_claim = False
-        for i, c in enumerate(cards):
-            xs = [j + i * width for j in range(len(dtypes))]
-            rows = [mm.get((c.label, d)) for d in dtypes]
-            ax.bar(xs, [tera(r, "value") if r else float("nan") for r in rows], width, label=f"{c.label} measured")
-            claims = [tera(r, "spec_value") if r else float("nan") for r in rows]
-            if any(x == x for x in claims):  # a claim to draw (NaN != NaN)
-                ax.scatter(xs, claims, marker="_", s=400, color="black", zorder=3,
-                           label=None if any_claim else "dense claim")
-                any_claim = True
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(dtypes))], dtypes)
-        ax.set_ylabel("TFLOP/s (TOPS for int8)")
-        ax.set_title("Matmul throughput per dtype" + (" against the dense claim" if any_claim else " (no claim known)"))
-        ax.legend(fontsize=8)
-        save(fig, "matmul.png", "Matmul throughput per dtype")
-
-    # P2P matrix as a heat map.
-    for c in cards:
-        p2p = [r for r in c.rows if r["family"] == "transfer" and r["benchmark"] == "p2p" and r["status"] == "ok"]
-        pairs = {}
-        for r in p2p:
-            m = re.match(r"cuda:(\d+)->cuda:(\d+)", r["case"])
-            if m:
-                key = (int(m.group(1)), int(m.group(2)))
-                pairs[key] = max(pairs.get(key, 0.0), float(r["value"]))
-        if pairs:
-            n = max(max(k) for k in pairs) + 1
-            grid = [[pairs.get((i, j), float("nan")) for j in range(n)] for i in range(n)]
-            fig, ax = plt.subplots(figsize=(4 + n * 0.4, 3.5 + n * 0.4))
-            im = ax.imshow(grid, cmap="viridis")
-            fig.colorbar(im, ax=ax, label="GB/s per direction")
-            ax.set_xlabel("destination GPU")
-            ax.set_ylabel("source GPU")
-            ax.set_title(f"P2P one-way bandwidth: {c.label}")
-            save(fig, f"p2p_{len(made)}.png", f"P2P bandwidth matrix, {c.label}")
-
-    # All-reduce bus bandwidth against message size.
-    coll = [(c, r) for c in cards for r in c.rows if r["family"] == "collective" and r["status"] == "ok"]
-    if coll:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for c in cards:
-            for bench, dtype in sorted({(r["benchmark"], r["dtype"]) for cc, r in coll if cc is c}):
-                pts = sorted((float(r["size_bytes"]), float(r["value"])) for cc, r in coll
-                             if cc is c and (r["benchmark"], r["dtype"]) == (bench, dtype) and r["size_bytes"])
-                if pts:  # one curve per collective and dtype: bf16 and fp32 are separate sweeps
-                    ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{c.label} {bench} {dtype}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("message size (bytes)")
-        ax.set_ylabel("bus bandwidth (GB/s)")
-        ax.set_title("Collective bus bandwidth against message size")
-        ax.legend(fontsize=7)
-        save(fig, "collective_busbw.png", "Collective bus bandwidth")
-    return made
-
-
-# ---------------------------------------------------------------------------------------
-# Markdown and HTML
-
-
-def _md_table(headers, rows) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
-_URL = re.compile(r"https?://[^\s<>\"')]+")
-
-
-def _html_cell(text: str) -> str:
-    escaped = html.escape(str(text))
-    return _URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped)
-
-
-def _html_table(headers, rows) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def build(cards: list[Card], figures: list[tuple[str, Path]], margin: float) -> tuple[str, str]:
-    sections: list[tuple[str, list]] = []  # (title, [("table", headers, rows) | ("text", str) | ("figure", title, path)])
-    if len(cards) > 1:
-        sections.append(("Side by side", [("table", *side_by_side(cards))]))
-    dist, flagged = fleet(cards, margin)
-    if dist:
-        parts = [("table", ["model", "metric", "cards", "min", "median", "max", "unit"], dist)]
-        parts.append(("text", f"Cards more than {margin:.0%} below the fleet median:" if flagged
-                      else f"No card is more than {margin:.0%} below its fleet median."))
-        if flagged:
-            parts.append(("table", ["model", "card", "host", "metric", "measured", "off the median"], flagged))
-        sections.append(("Fleet", parts))
-    for c in cards:
-        parts = [("table", *claim_table(c)), ("text", "Conditions:"), ("table", ["condition", "value"], conditions(c))]
+def sections(cards: list[Card], out: Path, margin: float, aggregate: bool) -> list:
+    """Summary per card first, then side by side, fleet, the details per card and the plots."""
+    summary, details = [], []
+    for i, c in enumerate(cards):
+        roof = roofline.roofline(c.rows)
+        drawn = roofline.draw(roof, f"Roofline: {c.label}", out / f"roofline_{i}.png")
+        start = min(r["timestamp_utc"] for r in c.rows)
+        accept = c.accept.text(None if aggregate else start) if c.accept else (
+            "accept: no verdict (no `cardbench accept --junit` file for this card among the inputs)")
+        parts = [("text", c.chosen), ("table", *summary_table(c)), ("text", accept), ("text", summary_counts(c)),
+                 ("text", roofline.describe(roof))]
+        if drawn:
+            parts.append(("figure", f"Roofline: {c.label}", drawn))
+        summary.append((3, c.label, parts))
+        parts = [("table", *claim_table(c))]
+        placed = roofline.placement(roof)
+        if placed[1]:
+            parts += [("text", "Roofline placement: each kernel against the roof at its arithmetic intensity, "
+                               "min(its dtype's measured matmul peak, measured bandwidth x intensity):"),
+                      ("table", *placed)]
         bad = not_ok(c)
         if bad:
-            parts += [("text", "Measurements that are not `ok` (not plotted):"),
-                      ("table", ["metric", "provider", "case", "status", "reason"], bad)]
-        sections.append((f"{c.label}: measured versus claimed", parts))
+            parts += [("text", "Measurements that are not `ok`, grouped by reason (not plotted):"),
+                      ("table", ["reason", "status", "rows", "message", "cases"], bad)]
+        parts += [("text", "Conditions:"), ("table", ["condition", "value"], conditions(c))]
+        hist = history_figure(c, out, i)
+        if hist:
+            parts += [("text", hist[1])] + hist[0]
+        details.append((2, f"{c.label}: measured versus claimed", parts))
+    out_sections = [(2, "Summary", [])] + summary
+    if len(cards) > 1:
+        out_sections.append((2, "Side by side", [("table", *side_by_side(cards))]))
+    dist, flagged = fleet(cards, margin)
+    if dist:
+        parts = [("table", ["model", "metric", "cards", "min", "median", "max", "unit"], dist),
+                 ("text", f"Cards more than {margin:.0%} below the fleet median:" if flagged
+                  else f"No card is more than {margin:.0%} below its fleet median.")]
+        if flagged:
+            parts.append(("table", ["model", "card", "host", "metric", "measured", "off the median"], flagged))
+        out_sections.append((2, "Fleet", parts))
+    else:
+        out_sections.append((2, "Fleet", [("text", fleet_absent(cards))]))
+    out_sections += details
+    figures = plots(cards, out)
     if figures:
-        sections.append(("Plots", [("figure", t, p) for t, p in figures]))
-
-    intro = ("Measured by cardbench. Claims are the vendor's dense figures from cardbench's sourced spec "
-             "database; with-sparsity figures are never used. Units are decimal (GB/s = 1e9 B/s).")
-    md = ["# cardbench report", "", intro, ""]
-    body = [f"<h1>cardbench report</h1><p>{html.escape(intro)}</p>"]
-    for title, parts in sections:
-        md += [f"## {title}", ""]
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        for part in parts:
-            if part[0] == "table":
-                md += [_md_table(part[1], part[2]), ""]
-                body.append(_html_table(part[1], part[2]))
-            elif part[0] == "text":
-                md += [part[1], ""]
-                body.append(f"<p>{html.escape(part[1])}</p>")
-            else:
-                md += [f"![{part[1]}]({part[2].name})", ""]
-                data = base64.b64encode(part[2].read_bytes()).decode("ascii")
-                body.append(f'<figure><img alt="{html.escape(part[1])}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{html.escape(part[1])}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}"
-             "th{background:#f0f0f0}img{max-width:100%}")
-    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>cardbench report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
-    return "\n".join(md), page
+        out_sections.append((2, "Plots", [("figure", t, p) for t, p in figures]))
+    return out_sections
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", nargs="+", help="results CSV files or directories of them")
+    p.add_argument("results", nargs="+", help="results CSV files, accept JUnit XML files, or directories of them")
     p.add_argument("--out", default="report", help="directory for report.md, report.html and the plots")
     p.add_argument("--specs", metavar="FILE", help="renormalize against the shipped spec data plus this file")
     p.add_argument("--fleet-margin", type=float, default=DEFAULT_FLEET_MARGIN * 100, metavar="PCT",
-                   help="flag cards more than PCT%% below their fleet median (default 5)")
+                   help="flag cards more than PCT%% below their fleet median (default 5; >= 0)")
+    p.add_argument("--aggregate", action="store_true",
+                   help="merge every run of a card, best value per metric (default: the latest complete run)")
 
 
 def main(args) -> int:
+    if not math.isfinite(args.fleet_margin) or args.fleet_margin < 0:
+        print(f"cardbench report: --fleet-margin {args.fleet_margin:g}: must be a percentage >= 0 "
+              "(how far below the fleet median a card is flagged)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         runs = load(args.results)
+        verdicts = find_verdicts(args.results)
         if args.specs:
             renormalize([r for res in runs for r in res.rows], specs.load(args.specs))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-    except (ResultsFileError, specs.SpecError) as e:
+    except (ResultsFileError, AcceptFileError, specs.SpecError) as e:
         print(f"cardbench report: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:
         print(f"cardbench report: cannot write to {args.out}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    cards = cards_of(runs)
+    cards = cards_of(runs, args.aggregate)
     if not cards:
         print("cardbench report: the results hold no measurements", file=sys.stderr)
         return EXIT_BAD_INPUT
-    figures = plots(cards, out)
-    md, page = build(cards, figures, args.fleet_margin / 100)
+    for c in cards:
+        c.accept = verdicts.get(c.key)
+    intro = ["Measured by cardbench. Claims are the vendor's dense figures from cardbench's sourced spec "
+             "database; with-sparsity figures are never used. Units are decimal (GB/s = 1e9 B/s).",
+             "Aggregated (--aggregate): each card's metrics are the best over all its runs in the inputs, "
+             "so an older, better run can hide a newer regression." if args.aggregate else
+             "Each card is reported from one run: its latest complete run in the inputs (--aggregate merges "
+             "a card's runs instead)."]
+    parts = sections(cards, out, args.fleet_margin / 100, args.aggregate)
+    md, page = render("cardbench report", intro, parts)
     (out / "report.md").write_text(md, encoding="utf-8")
     (out / "report.html").write_text(page, encoding="utf-8")
-    print(f"report: {out / 'report.md'}, {out / 'report.html'} ({len(figures)} plot(s), {len(cards)} card(s))")
+    n_figures = sum(p[0] == "figure" for _, _, ps in parts for p in ps)
+    print(f"report: {out / 'report.md'}, {out / 'report.html'} ({n_figures} plot(s), {len(cards)} card(s))")
     return EXIT_OK
