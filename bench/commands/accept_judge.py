@@ -1,0 +1,224 @@
+"""Judging results rows against the acceptance policy: a verdict per check per card.
+
+A check that could not be measured is INCONCLUSIVE, never PASS; a `wrong` row is FAIL;
+a check whose rows were all skipped as not applicable on a GPU machine is N/A.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from ..core import specs, telemetry
+from ..core.results import card_key
+from .accept_policy import Check, Policy
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+# Shown, never counted: every row of the check was `skipped` as not applicable on this
+# GPU machine (P2P with one GPU). On the CPU a skipped GPU check stays INCONCLUSIVE.
+NOT_APPLICABLE = "N/A"
+
+
+@dataclass
+class Result:
+    check: str
+    verdict: str
+    measured: str  # what was measured, in words and units
+    bar: str
+    reason: str
+
+
+def _matches(row: dict, select: dict[str, str]) -> bool:
+    return all(fnmatch.fnmatchcase(row.get(k, ""), pattern) for k, pattern in select.items())
+
+
+DERIVED_CLAIM = "the claim is derived, not printed by the vendor: confirm it with --specs FILE"
+
+
+def judge_check(check: Check, rows: list[dict], db: specs.SpecDB | None = None) -> Result:
+    """One check's verdict over one card's rows. `db`: the spec database the rows' claims come
+    from (the shipped one by default): a claim it marks `derived` that no user file confirms
+    makes a spec check INCONCLUSIVE, whatever the percentage."""
+    bar = f">= {check.min_pct:g}% of {'spec' if check.against == 'spec' else 'derived peak'}"
+    picked = [r for r in rows if _matches(r, check.select)]
+    if not picked:
+        what = check.select.get("family", "these")
+        return Result(check.name, INCONCLUSIVE, "", bar, f"no {what} measurement in this run")
+    wrong = [r for r in picked if r["status"] == "wrong"]
+    if wrong:
+        r = wrong[0]
+        return Result(check.name, FAIL, "", bar, f"verification failed ({r['benchmark']} {r['case']}): {r['message']}")
+    column = "pct_of_spec" if check.against == "spec" else "pct_of_derived"
+    groups: dict[tuple, list[dict]] = {}
+    for r in picked:
+        groups.setdefault(tuple(r.get(k, "") for k in check.each), []).append(r)
+    verdicts = []
+    for key, group in groups.items():
+        label = " ".join(key)
+        ok = [r for r in group if r["status"] == "ok"]
+        if not ok and all(r["status"] == "skipped" and r["device_index"] != "" for r in group):
+            verdicts.append(Result(check.name, NOT_APPLICABLE, "", bar,
+                                   f"{label + ': ' if label else ''}not applicable here: {group[0]['message']}"))
+            continue
+        if not ok:
+            r = group[0]
+            verdicts.append(Result(check.name, INCONCLUSIVE, "", bar,
+                                   f"{label + ': ' if label else ''}{r['status']}: {r['message']}".strip()))
+            continue
+        normalized = [r for r in ok if r.get(column)]
+        if not normalized:
+            best = max(ok, key=lambda r: float(r["value"]))
+            why = ("no derived peak (no NVML reading)" if check.against != "spec"
+                   else f"{specs.MIG_NO_ENTRY}: add one with --specs" if specs.mig_slice(best.get("device_name", ""))
+                   else "no spec entry (or no figure) for this card: add one with --specs")
+            verdicts.append(Result(check.name, INCONCLUSIVE, f"{float(best['value']):,.1f} {best['unit']}", bar,
+                                   f"{label + ': ' if label else ''}{why}"))
+            continue
+        best = max(normalized, key=lambda r: float(r[column]))
+        pct = float(best[column])
+        measured = f"{float(best['value']):,.1f} {best['unit']} = {pct:.1f}%"
+        where = f"{label + ': ' if label else ''}best of {len(normalized)} ({best['provider']} {best['case']})"
+        claim = specs.claim_figure(best, db if db is not None else specs.load()) if check.against == "spec" else None
+        if specs.unconfirmed_derived(claim):
+            verdicts.append(Result(check.name, INCONCLUSIVE, measured, bar,
+                                   f"{where}: {best['spec_entry']} {claim.key} {claim.value:g} {claim.unit}: "
+                                   f"{DERIVED_CLAIM}"))
+            continue
+        verdicts.append(Result(check.name, PASS if pct >= check.min_pct else FAIL, measured, bar, where))
+    # A check with several groups (P2P pairs) reports its worst group.
+    order = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, NOT_APPLICABLE: 3}
+    return min(verdicts, key=lambda v: order[v.verdict])
+
+
+def _ints(rows: list[dict], column: str) -> list[int]:
+    out = []
+    for r in rows:
+        try:
+            out.append(int(float(r[column])))
+        except (KeyError, ValueError):
+            pass
+    return out
+
+
+def health_checks(policy: Policy, rows: list[dict]) -> list[Result]:
+    h = policy.health
+    first = rows[0]
+    out = []
+
+    # PCIe link: trained at the card's max generation and width, read under load.
+    gen_max, width_max = _ints([first], "pcie_gen_max"), _ints([first], "pcie_width_max")
+    loaded = [r for r in rows if r["family"] == "transfer"]
+    readings = [(g, w) for r in (loaded or rows) for g, w in
+                zip(_ints([r], "pcie_gen_current"), _ints([r], "pcie_width_current"))]
+    bar = f"Gen{gen_max[0]} x{width_max[0]}" if gen_max and width_max else "the card's maximum"
+    if not h["pcie_link_at_max"]:
+        pass  # the user's policy turned the check off
+    elif not gen_max or not width_max or not readings:
+        out.append(Result("pcie-link", INCONCLUSIVE, "", bar, "no PCIe link reading (no NVML)"))
+    else:
+        g, w = max(readings)
+        measured = f"Gen{g} x{w}" + (" under load" if loaded else "")
+        if g >= gen_max[0] and w >= width_max[0]:
+            out.append(Result("pcie-link", PASS, measured, bar, ""))
+        elif loaded:
+            out.append(Result("pcie-link", FAIL, measured, bar,
+                              f"PCIe link trained at Gen{g} x{w} during transfers; the card supports {bar}"))
+        elif w < width_max[0]:
+            out.append(Result("pcie-link", FAIL, measured, bar, f"PCIe link width x{w}; the card supports x{width_max[0]}"))
+        else:
+            out.append(Result("pcie-link", INCONCLUSIVE, measured, bar,
+                              "only idle readings (idle links train down); run the transfer family to read it under load"))
+
+    # Throttling: any forbidden clocks-event bit in any row (combined bits decoded one by one).
+    forbidden = set(h["forbidden_clock_reasons"])
+    masks = [(r, int(r["clocks_event_reasons"], 16)) for r in rows if r.get("clocks_event_reasons")]
+    if not masks:
+        out.append(Result("throttling", INCONCLUSIVE, "", "no forbidden reason",
+                          "no clocks-event readings (no NVML)"))
+    else:
+        seen: dict[str, list[str]] = {}
+        for r, mask in masks:
+            for name in telemetry.reason_names(mask):
+                if name in forbidden:
+                    seen.setdefault(name, []).append(f"{r['family']}/{r['benchmark']} {r['case']}")
+        if seen:
+            text = "; ".join(f"{n} during {', '.join(w[:3])}{' ...' if len(w) > 3 else ''}" for n, w in seen.items())
+            out.append(Result("throttling", FAIL, ", ".join(seen), "no forbidden reason", text))
+        else:
+            out.append(Result("throttling", PASS, "none", "no forbidden reason", f"{len(masks)} measurements checked"))
+
+    # ECC.
+    mode = first.get("ecc_mode", "")
+    unc = _ints([first], "ecc_errors_uncorrected") + _ints([first], "ecc_errors_uncorrected_aggregate")
+    limit = h["max_uncorrectable_ecc"]
+    if not mode:
+        out.append(Result("ecc", INCONCLUSIVE, "", f"<= {limit} uncorrectable", "no ECC reading (no NVML, or not supported)"))
+    elif mode != "on" and h["require_ecc"]:
+        out.append(Result("ecc", FAIL, "ECC off", "ECC on", "ECC is off (set require_ecc = false for boards without it)"))
+    elif unc and max(unc) > limit:
+        out.append(Result("ecc", FAIL, f"{max(unc)} uncorrectable", f"<= {limit}", "uncorrectable ECC errors"))
+    else:
+        out.append(Result("ecc", PASS, f"{max(unc) if unc else 0} uncorrectable", f"<= {limit}", ""))
+
+    # Row remapping.
+    pending, failure = first.get("remapped_rows_pending", ""), first.get("remapped_rows_failure", "")
+    if not pending and not failure:
+        out.append(Result("row-remap", INCONCLUSIVE, "", "none pending or failed", "no row-remapping reading"))
+    elif pending == "yes" and not h["allow_row_remap_pending"] or failure == "yes" and not h["allow_row_remap_failure"]:
+        out.append(Result("row-remap", FAIL, f"pending {pending}, failed {failure}", "none", "row remapping pending or failed: the memory needs service"))
+    else:
+        out.append(Result("row-remap", PASS, "none pending or failed", "none", ""))
+
+    # Other processes.
+    others = _ints([first], "compute_processes")
+    if not others:
+        out.append(Result("other-processes", INCONCLUSIVE, "", f"<= {h['max_other_processes']}", "no process list (no NVML)"))
+    elif others[0] > h["max_other_processes"]:
+        out.append(Result("other-processes", FAIL, f"{others[0]}", f"<= {h['max_other_processes']}",
+                          "other processes were computing on the card: every measurement is disturbed"))
+    else:
+        out.append(Result("other-processes", PASS, f"{others[0]}", f"<= {h['max_other_processes']}", ""))
+
+    # Temperature.
+    temps = [float(r["temp_c_max"]) for r in rows if r.get("temp_c_max")]
+    limit_c = h["max_temperature_c"]
+    if not temps:
+        out.append(Result("temperature", INCONCLUSIVE, "", f"<= {limit_c} C", "no temperature reading (no NVML)"))
+    else:
+        hot = max(temps)
+        out.append(Result("temperature", PASS if hot <= limit_c else FAIL, f"{hot:g} C max", f"<= {limit_c} C",
+                          "" if hot <= limit_c else "too hot under load: check cooling and airflow"))
+    return out
+
+
+@dataclass
+class CardVerdict:
+    card: str  # card key (UUID, serial, or host:name)
+    label: str
+    results: list[Result]
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {r.verdict for r in self.results}
+        if FAIL in verdicts:
+            return FAIL
+        if INCONCLUSIVE in verdicts or verdicts <= {NOT_APPLICABLE}:
+            return INCONCLUSIVE
+        return PASS
+
+
+def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None) -> list[CardVerdict]:
+    """Verdicts per card; `db` as in judge_check (loaded once here)."""
+    db = db if db is not None else specs.load()
+    cards: dict[str, list[dict]] = {}
+    for r in rows:
+        cards.setdefault(card_key(r, False), []).append(r)
+    out = []
+    for key, card_rows in cards.items():
+        first = card_rows[0]
+        where = "cpu" if first["device_index"] == "" else f"cuda:{first['device_index']}"
+        label = f"{where} {first['device_name']}" + (f" ({first['device_uuid']})" if first["device_uuid"] else "")
+        if first["device_serial"]:
+            label += f" serial {first['device_serial']}"
+        results = [judge_check(c, card_rows, db) for c in policy.checks if c.enabled] + health_checks(policy, card_rows)
+        out.append(CardVerdict(key, label, results))
+    return out
