@@ -87,3 +87,16 @@ def test_corrupted_policy_file(tmp_path, pos, junk):
 @given(content=st.binary(max_size=300))
 def test_random_bytes_as_policy_file(tmp_path, content):
     _policy_file(tmp_path, content)
+
+
+def test_fault_injection_is_off_by_default_and_rejects_unknown_names(capsys):
+    from bench.core import faults
+
+    assert faults.active({}) == {}
+    faults.warn({})
+    assert capsys.readouterr().err == ""
+    assert faults.active({faults.ENV: "bitflip, slow-rank:2"}) == {"bitflip": "", "slow-rank": "2"}
+    faults.warn({faults.ENV: "memtest"})
+    assert "FAULT INJECTION ON" in capsys.readouterr().err
+    with pytest.raises(faults.FaultError, match="unknown fault 'bitfilp'"):
+        faults.active({faults.ENV: "bitfilp"})
