@@ -2,7 +2,9 @@
 correct parse; never a traceback."""
 from importlib import resources
 
+import pytest
 from hypothesis import HealthCheck, given, settings
+import pytest
 from hypothesis import strategies as st
 
 from bench.commands import accept
