@@ -217,3 +217,28 @@ def test_corrupted_bytes_parse_or_fail_cleanly(tmp_path, pos, junk):
 @given(content=st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
 def test_random_files_parse_or_fail_cleanly(tmp_path, content):
     _read_or_clean_error(tmp_path, content)
+
+
+def test_a_run_filtered_in_pandas_and_written_back_still_reads(tmp_path):
+    """A normal workflow: read a run into pandas, keep some rows, write it back, compare it."""
+    import pandas as pd
+
+    w = ResultsWriter(tmp_path / "run.csv", {"host": "h", "run_id": "r1"})
+    ok = {**dict.fromkeys(COLUMNS, ""), "family": "memory", "benchmark": "copy", "provider": "torch",
+          "case": "plateau", "status": "ok", "value": 1.5, "samples": "1.5;1.6", "n_samples": 2,
+          "calls_per_sample": 4}
+    w.write(ok)
+    w.write({**ok, "benchmark": "read", "status": "skipped", "value": "", "samples": "", "n_samples": "",
+             "calls_per_sample": ""})
+    w.close()
+    df = read_results(tmp_path / "run.csv").frame()
+    assert df["n_samples"].dtype.kind == "f"  # a gap makes pandas write this column as 2.0
+    df.to_csv(tmp_path / "back.csv", index=False)
+    assert ",2.0," in (tmp_path / "back.csv").read_text()
+    back = read_results(tmp_path / "back.csv")
+    assert not back.complete  # the closing row is the run's own: a filtered copy is not a complete run
+    assert [r["n_samples"] for r in back.rows] == ["2", ""]
+    assert back.rows[0]["calls_per_sample"] == "4" and back.frame()["value"].iloc[0] == 1.5
+    (tmp_path / "bad.csv").write_text((tmp_path / "back.csv").read_text().replace(",2.0,", ",2.5,", 1))
+    with pytest.raises(ResultsFileError, match="'2.5' is not a count"):
+        read_results(tmp_path / "bad.csv")

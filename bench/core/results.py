@@ -257,11 +257,19 @@ def read_results(path: str | os.PathLike) -> Results:
     return Results(str(path), rows, complete, message, version)
 
 
-def _check_version(path: Path, line: int, text: str) -> int:
+def _whole(text: str) -> int | None:
+    """A count written as a whole float ("10.0", as pandas writes an integer column with gaps), else None."""
     try:
-        version = int(text)
+        value = float(text)
     except ValueError:
-        raise ResultsFileError(path, line, "schema_version", f"'{text}' is not an integer") from None
+        return None
+    return int(value) if value.is_integer() and value >= 0 else None
+
+
+def _check_version(path: Path, line: int, text: str) -> int:
+    version = _whole(text) if not text.isdigit() else int(text)
+    if version is None:
+        raise ResultsFileError(path, line, "schema_version", f"'{text}' is not an integer")
     if version > max(SUPPORTED_SCHEMAS):
         raise ResultsFileError(
             path, line, "schema_version",
@@ -294,7 +302,10 @@ def _check_row(path: Path, line: int, row: dict[str, str]) -> None:
             raise ResultsFileError(path, line, column, f"'{text[:40]}' is not a number")
     for column in ("n_samples", "calls_per_sample"):
         if row[column] and not row[column].isdigit():
-            raise ResultsFileError(path, line, column, f"'{row[column][:40]}' is not a count")
+            count = _whole(row[column])
+            if count is None:
+                raise ResultsFileError(path, line, column, f"'{row[column][:40]}' is not a count")
+            row[column] = str(count)  # pandas writes an integer column with gaps as 10.0
     if status == "ok" and not row["value"]:
         raise ResultsFileError(path, line, "value", "empty although status is 'ok'")
     if status != "ok" and row["value"] and row["family"] != END_FAMILY:
