@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.commands import env
-from bench.core import nvml, topology
+from bench.core import nvml, placement
 from test_telemetry import install
 from test_topology import machine_nvml
 
@@ -46,7 +46,7 @@ def test_env_json_without_a_driver(no_driver):
     snap = json.loads(out.stdout)
     assert snap["nvml"] is False and snap["gpus"] == [] and snap["pairs"] == []
     assert snap["host"]["cpu_cores"] == str(os.cpu_count())
-    assert snap["host"]["process_cpus"] == topology.format_cpulist(os.sched_getaffinity(0))
+    assert snap["host"]["process_cpus"] == placement.format_cpulist(os.sched_getaffinity(0))
     assert snap["versions"]["torch_version"] and snap["versions"]["driver_version"] == ""
     if Path("/sys/devices/system/node/node0").exists():
         assert snap["host"]["numa_nodes"][0]["node"] == 0
@@ -72,7 +72,7 @@ def hgx(monkeypatch):
 
 def test_snapshot_of_an_8_gpu_hgx(hgx):
     bus0 = hgx.machine["gpus"][0]["bus_id"]
-    snap = env.snapshot(cuda_indices={topology.bus_key(bus0): 0})
+    snap = env.snapshot(cuda_indices={placement.bus_key(bus0): 0})
     assert snap["nvml"] is True and snap["notes"] == []
     assert snap["versions"]["driver_version"] == "580.159.04" and snap["versions"]["nvml_version"] == "13.580.159.04"
     gpus = snap["gpus"]

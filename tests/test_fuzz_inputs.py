@@ -4,7 +4,6 @@ from importlib import resources
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-import pytest
 from hypothesis import strategies as st
 
 from bench.commands import accept

@@ -89,7 +89,7 @@ def test_table_marks_the_version_change_and_points_out_the_step(tmp_path, capsys
     row = next(l for l in out.splitlines() if l.startswith("2026-03-03 10:00:00") and "2,79" in l)
     assert f"driver_version {OLD} -> {NEW}" in row and "slower -7." in row
     assert "steps beyond the run-to-run noise:" in out
-    assert f"memory copy: slower -7." in out and "at a version change (driver_version" in out
+    assert "memory copy: slower -7." in out and "at a version change (driver_version" in out
 
 
 def test_a_step_without_a_version_change_is_told_apart(tmp_path, capsys):

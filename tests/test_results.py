@@ -221,7 +221,6 @@ def test_random_files_parse_or_fail_cleanly(tmp_path, content):
 
 def test_a_run_filtered_in_pandas_and_written_back_still_reads(tmp_path):
     """A normal workflow: read a run into pandas, keep some rows, write it back, compare it."""
-    import pandas as pd
 
     w = ResultsWriter(tmp_path / "run.csv", {"host": "h", "run_id": "r1"})
     ok = {**dict.fromkeys(COLUMNS, ""), "family": "memory", "benchmark": "copy", "provider": "torch",

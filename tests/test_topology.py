@@ -10,7 +10,7 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from bench.core import nvml, topology
+from bench.core import nvml, placement, topology
 from test_telemetry import H100, fake_nvml, install
 
 MACHINES = json.loads((Path(__file__).parent / "fixtures" / "nvml_topology.json").read_text())["machines"]
@@ -52,7 +52,7 @@ def machine_nvml(name: str, edit=None) -> types.ModuleType:
         return node
 
     def affinity(h, words):
-        mask = _words(topology.parse_cpulist(h.dev["topo"]["cpus"]))
+        mask = _words(placement.parse_cpulist(h.dev["topo"]["cpus"]))
         return (mask + [0] * words)[:words]
 
     def link(h, i):
@@ -104,7 +104,7 @@ def test_hgx_8_gpus_all_nvlink_through_switches():
     assert pairs[(0, 5)].description == "NVLink, 18 links through NVSwitch"
     assert all(p.p2p == {"read": "ok", "write": "ok", "nvlink": "ok"} for p in pairs.values())
     assert [g.numa_node for g in gpus] == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert topology.format_cpulist(gpus[5].local_cpus) == "56-111,168-223"
+    assert placement.format_cpulist(gpus[5].local_cpus) == "56-111,168-223"
 
 
 def test_nvlink_bridge_pair_counts_direct_links():
@@ -183,22 +183,22 @@ def test_without_nvml_everything_is_empty():
 # ---------------------------------------------------------------- PCI addresses and CPU lists
 
 def test_bus_ids_compare_across_spellings():
-    assert topology.bus_key("00000000:19:00.0") == topology.bus_key("0000:19:00.0") == (0, 0x19, 0, 0)
-    assert topology.bus_key("00000001:AB:1f.3") == (1, 0xAB, 0x1F, 3)
-    assert topology.sysfs_bus_id("00000000:AB:00.0") == "0000:ab:00.0"
-    assert topology.bus_key("junk") == "JUNK"
+    assert placement.bus_key("00000000:19:00.0") == placement.bus_key("0000:19:00.0") == (0, 0x19, 0, 0)
+    assert placement.bus_key("00000001:AB:1f.3") == (1, 0xAB, 0x1F, 3)
+    assert placement.sysfs_bus_id("00000000:AB:00.0") == "0000:ab:00.0"
+    assert placement.bus_key("junk") == "JUNK"
 
 
 @pytest.mark.parametrize("text, cpus", [("0-3,8", {0, 1, 2, 3, 8}), ("5", {5}), ("", set()),
                                         ("0-55,112-167", set(range(56)) | set(range(112, 168)))])
 def test_cpulist_round_trip(text, cpus):
-    assert topology.parse_cpulist(text) == cpus
-    assert topology.format_cpulist(cpus) == text
+    assert placement.parse_cpulist(text) == cpus
+    assert placement.format_cpulist(cpus) == text
 
 
 def test_affinity_mask_words():
-    assert topology._mask_cpus([0b1011, 1 << 63 | 1]) == {0, 1, 3, 64, 127}
-    assert topology._mask_cpus(None) == frozenset()
+    assert placement._mask_cpus([0b1011, 1 << 63 | 1]) == {0, 1, 3, 64, 127}
+    assert placement._mask_cpus(None) == frozenset()
 
 
 # ---------------------------------------------------------------- NUMA placement
@@ -220,34 +220,34 @@ def fake_sysfs(root: Path, nodes: dict[int, str], gpus: dict[str, tuple[str, str
 def test_host_numa_nodes_and_gpu_node_from_sysfs(tmp_path):
     root = fake_sysfs(tmp_path, {0: "0-55,112-167", 1: "56-111,168-223"},
                       {"0000:9a:00.0": ("1", "56-111,168-223"), "0000:18:00.0": ("-1", "")})
-    nodes = topology.host_numa_nodes(root)
-    assert list(nodes) == [0, 1] and topology.format_cpulist(nodes[1]) == "56-111,168-223"
-    assert topology.node_memory_bytes(1, root) == 263856592 * 1024
+    nodes = placement.host_numa_nodes(root)
+    assert list(nodes) == [0, 1] and placement.format_cpulist(nodes[1]) == "56-111,168-223"
+    assert placement.node_memory_bytes(1, root) == 263856592 * 1024
     # NVML without nvmlDeviceGetNumaNodeId (older driver): sysfs answers; -1 means no NUMA information
-    assert topology.gpu_numa_node(None, None, "00000000:9A:00.0", root) == 1
-    assert topology.gpu_numa_node(None, None, "00000000:18:00.0", root) is None
-    assert topology.format_cpulist(topology.gpu_local_cpus(None, None, "00000000:9A:00.0", root)) == "56-111,168-223"
+    assert placement.gpu_numa_node(None, None, "00000000:9A:00.0", root) == 1
+    assert placement.gpu_numa_node(None, None, "00000000:18:00.0", root) is None
+    assert placement.format_cpulist(placement.gpu_local_cpus(None, None, "00000000:9A:00.0", root)) == "56-111,168-223"
     nv = machine_nvml("hgx_h100_8")
     h = nv.nvmlDeviceGetHandleByIndex(4)
-    assert topology.gpu_numa_node(nv, h, "", root) == 1  # NVML first
+    assert placement.gpu_numa_node(nv, h, "", root) == 1  # NVML first
 
 
 def test_placement_warns_only_when_process_can_leave_the_gpu_node():
-    nodes = {0: topology.parse_cpulist("0-55,112-167"), 1: topology.parse_cpulist("56-111,168-223")}
+    nodes = {0: placement.parse_cpulist("0-55,112-167"), 1: placement.parse_cpulist("56-111,168-223")}
     everything = nodes[0] | nodes[1]
-    p = topology.placement(1, nodes[1], everything, nodes, "cuda:4")
+    p = placement.placement(1, nodes[1], everything, nodes, "cuda:4")
     assert p.process_numa_nodes == [0, 1]
     assert "cuda:4 is on NUMA node 1" in p.warning and "numactl --cpunodebind=1 --membind=1" in p.warning
     assert p.params()["numa_local"] is False and p.params()["gpu_numa_node"] == 1
-    pinned = topology.placement(1, nodes[1], nodes[1], nodes, "cuda:4")  # numactl --cpunodebind=1
+    pinned = placement.placement(1, nodes[1], nodes[1], nodes, "cuda:4")  # numactl --cpunodebind=1
     assert pinned.warning == "" and pinned.params()["numa_local"] is True
-    wrong = topology.placement(1, nodes[1], nodes[0], nodes, "cuda:4")  # pinned to the other socket
+    wrong = placement.placement(1, nodes[1], nodes[0], nodes, "cuda:4")  # pinned to the other socket
     assert "NUMA node(s) 0" in wrong.warning
     # one NUMA node: nothing to warn about
-    assert topology.placement(0, nodes[0], everything, {0: everything}).warning == ""
+    assert placement.placement(0, nodes[0], everything, {0: everything}).warning == ""
     # no node number, but NVML's local CPUs
-    assert "taskset -c 56-111,168-223" in topology.placement(None, nodes[1], everything, nodes).warning
-    assert topology.placement(None, frozenset(), everything, nodes).warning == ""
+    assert "taskset -c 56-111,168-223" in placement.placement(None, nodes[1], everything, nodes).warning
+    assert placement.placement(None, frozenset(), everything, nodes).warning == ""
 
 
 # ---------------------------------------------------------------- link health

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from bench.core import harness, identity, normalize, nvml, specs, telemetry, timing, topology
+from bench.core import harness, identity, normalize, nvml, placement, specs, telemetry, timing, topology
 from bench.core.devices import Target, cpu_target
 from bench.core.results import ResultsWriter, read_results
 from bench.core.window import observe
@@ -188,7 +188,7 @@ def test_one_gpu_skips_peer_copies_with_the_reason():
 
 
 def test_planning_does_no_io_and_the_placement_warning_comes_before_the_first_case(monkeypatch):
-    monkeypatch.setattr(transfer, "placement", lambda t, state: topology.Placement(
+    monkeypatch.setattr(transfer, "placement", lambda t, state: placement.Placement(
         1, frozenset(), frozenset(), [0, 1], "far away"))
     monkeypatch.setattr(nvml, "module", lambda: pytest.fail("planning read NVML"))
     plan(gpu_like())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core import identity, nvml, topology
+from ..core import identity, nvml, placement, topology
 
 VERSION_KEYS = ("driver_version", "cuda_driver_version", "cuda_runtime_version", "torch_version",
                 "triton_version", "nccl_version", "cardbench_version", "cardbench_commit")
@@ -31,7 +31,7 @@ def _cuda_indices() -> dict[object, int]:
         for i in range(torch.cuda.device_count()):
             bus = nvml.torch_bus_id(torch.cuda.get_device_properties(i))
             if bus:
-                out[topology.bus_key(bus)] = i
+                out[placement.bus_key(bus)] = i
         return out
     except Exception:
         return {}
@@ -61,12 +61,12 @@ def snapshot(nv=None, cuda_indices: dict | None = None) -> dict:
     """
     nv = nvml.module() if nv is None else nv
     run = identity.run_identity()
-    nodes = topology.host_numa_nodes()
+    nodes = placement.host_numa_nodes()
     host = {k: run[k] for k in ("host", "cpu_model", "cpu_cores", "os", "python_version")}
     host["memory_total_bytes"] = identity.host_memory_total_bytes()
-    host["numa_nodes"] = [{"node": n, "cpus": topology.format_cpulist(c), "memory_bytes": topology.node_memory_bytes(n)}
+    host["numa_nodes"] = [{"node": n, "cpus": placement.format_cpulist(c), "memory_bytes": placement.node_memory_bytes(n)}
                           for n, c in nodes.items()]
-    host["process_cpus"] = topology.format_cpulist(topology.process_cpus())
+    host["process_cpus"] = placement.format_cpulist(placement.process_cpus())
     versions = {k: run[k] for k in VERSION_KEYS}
     versions["nvml_version"] = str(nvml.call("nvmlSystemGetNVMLVersion", nv=nv) or "")
     gpus = topology.all_gpus(nv)
@@ -77,14 +77,14 @@ def snapshot(nv=None, cuda_indices: dict | None = None) -> dict:
     elif not gpus:
         snap["notes"].append("NVML answers but lists no GPU")
     for g in gpus:
-        index = cuda.get(topology.bus_key(g.bus_id))
+        index = cuda.get(placement.bus_key(g.bus_id))
         # Idle links train down to save power: the current generation here is not the trained one.
         note = "" if g.pcie_gen_current is None or g.pcie_gen_current == g.pcie_gen_max else (
             "idle reading: links train down when idle; `cardbench run --families transfer` reads it under load")
         ident = identity.device_identity(index, handle=g.handle)
         snap["gpus"].append({
             "gpu": g.nvml_index, "cuda_index": index, "identity": ident,
-            "numa_node": g.numa_node, "local_cpus": topology.format_cpulist(g.local_cpus),
+            "numa_node": g.numa_node, "local_cpus": placement.format_cpulist(g.local_cpus),
             "pcie": {"current": topology.link_text(g.pcie_gen_current, g.pcie_width_current),
                      "max": topology.link_text(g.pcie_gen_max, g.pcie_width_max),
                      "max_slot": "" if g.pcie_gen_max_system is None else f"Gen{g.pcie_gen_max_system}",

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..core import nvml, timing, topology
+from ..core import nvml, timing
+from ..core import placement as numa
 from ..core.devices import Target
 from ..core.harness import Case, Status
 from ..core.units import human_bytes
@@ -89,7 +90,7 @@ class State:
     says of each pair, and the both-ways measurements three (host) or two (peer) rows share."""
 
     run: object = None
-    placement: dict[int, topology.Placement] = field(default_factory=dict)
+    placement: dict[int, numa.Placement] = field(default_factory=dict)
     buffers: object = None
     pairs: dict[tuple, tuple] = field(default_factory=dict)
     identities: dict[int, dict] = field(default_factory=dict)
@@ -166,13 +167,13 @@ def prepare(targets: list[Target], state: State) -> list[str]:
     return warnings
 
 
-def placement(target: Target, state: State) -> topology.Placement:
+def placement(target: Target, state: State) -> numa.Placement:
     """Where the GPU sits against where this process may run (read once per device)."""
     if target.index not in state.placement:
         nv, h, bus = nvml.module(), nvml.handle(target.index), target.identity.get("pci_bus_id", "")
-        state.placement[target.index] = topology.placement(
-            topology.gpu_numa_node(nv, h, bus), topology.gpu_local_cpus(nv, h, bus), topology.process_cpus(),
-            topology.host_numa_nodes(), str(target.device))
+        state.placement[target.index] = numa.placement(
+            numa.gpu_numa_node(nv, h, bus), numa.gpu_local_cpus(nv, h, bus), numa.process_cpus(),
+            numa.host_numa_nodes(), str(target.device))
     return state.placement[target.index]
 
 
