@@ -106,3 +106,39 @@ def test_bad_input_exit_2(tmp_path, capsys):
     assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "bad.csv" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "empty-dir-that-does-not-exist")]) == 2
+
+
+def test_report_specs_renormalizes_transfer_and_collective_rows(tmp_path, capsys):
+    """--specs reaches every family: the PCIe and NVLink claims come from the user's file too."""
+    import json
+
+    from bench.core.normalize import renormalize
+    from bench.core.results import COLUMNS, ResultsWriter, read_results
+    from bench.core.specs import load
+
+    h100 = {"device_name": "NVIDIA H100 80GB HBM3", "device_uuid": "GPU-aaaa0001", "device_index": "0",
+            "pcie_gen_max": "5", "pcie_width_max": "16", "compute_capability": "9.0"}
+    w = ResultsWriter(tmp_path / "run.csv", {"host": "node1", "run_id": "r1"})
+    base = {**dict.fromkeys(COLUMNS, ""), **h100, "status": "ok", "unit": "GB/s", "samples": "1;1", "n_samples": 2}
+    w.write({**base, "family": "transfer", "benchmark": "h2d", "provider": "torch", "dtype": "uint8",
+             "case": "pinned-1GiB", "metric": "bandwidth", "value": 50.0, "pcie_gen_current": "5",
+             "pcie_width_current": "16", "size_bytes": 2**30})
+    w.write({**base, "family": "collective", "benchmark": "all_reduce", "provider": "nccl", "dtype": "bf16",
+             "case": "peak", "metric": "busbw", "value": 360.0,
+             "params": json.dumps({"world_size": 8, "nodes": 1, "nvlinks_active": 18})})
+    w.close()
+    mine = tmp_path / "mine.toml"
+    mine.write_text('[sources]\nME = "our own measurement of the slot: https://example.invalid/slot"\n'
+                    '[[gpu]]\nname = "H100 SXM5 80GB"\npcie_gen = { value = 4, unit = "gen", source = "ME" }\n'
+                    'nvlink_bidir = { value = 600, unit = "GB/s", source = "ME" }\n'
+                    'nvlink_per_direction = { value = 300, unit = "GB/s", source = "ME" }\n')
+    rows = read_results(tmp_path / "run.csv").rows
+    renormalize(rows, load())
+    assert [round(float(r["spec_value"]), 1) for r in rows] == [63.0, 450.0]  # shipped: Gen5 x16, NVLink 4
+    renormalize(rows, load(mine))
+    assert [round(float(r["spec_value"]), 1) for r in rows] == [31.5, 300.0]
+    assert float(rows[0]["pct_of_spec"]) == 100 * 50.0 / float(rows[0]["spec_value"])
+    assert float(rows[0]["pct_of_derived"]) == 100 * 50.0 / float(rows[0]["derived_peak"])  # Gen5 x16 under load
+    code = main(["report", str(tmp_path / "run.csv"), "--out", str(tmp_path / "r"), "--specs", str(mine)])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert code == 0 and "31.5 GB/s" in md and "300.0 GB/s" in md and "our own measurement" in md
