@@ -142,14 +142,17 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
 
     # All-reduce bus bandwidth against message size.
     coll = [(c, r) for c in cards for r in c.rows if r["family"] == "collective" and r["status"] == "ok"]
-    if coll:
+    curves = []  # one curve per card, collective and dtype: bf16 and fp32 are separate sweeps
+    for c in cards:
+        for bench, dtype in sorted({(r["benchmark"], r["dtype"]) for cc, r in coll if cc is c}):
+            pts = sorted((float(r["size_bytes"]), float(r["value"])) for cc, r in coll
+                         if cc is c and (r["benchmark"], r["dtype"]) == (bench, dtype) and r["size_bytes"])
+            if pts:  # a peak row alone (no sizes) draws no curve
+                curves.append((pts, f"{c.label} {bench} {dtype}"))
+    if curves:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for c in cards:
-            for bench, dtype in sorted({(r["benchmark"], r["dtype"]) for cc, r in coll if cc is c}):
-                pts = sorted((float(r["size_bytes"]), float(r["value"])) for cc, r in coll
-                             if cc is c and (r["benchmark"], r["dtype"]) == (bench, dtype) and r["size_bytes"])
-                if pts:  # one curve per collective and dtype: bf16 and fp32 are separate sweeps
-                    ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{c.label} {bench} {dtype}")
+        for pts, label in curves:
+            ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("message size (bytes)")
         ax.set_ylabel("bus bandwidth (GB/s)")
