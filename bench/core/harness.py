@@ -19,7 +19,7 @@ the notes (noisy, disturbed, launch-bound), and the normalization columns
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -251,11 +251,6 @@ def timed_row(m: Measurement, target: Target, case: Case) -> dict[str, object]:
         extra = [n for n in m.after(float(row["value"])) if n]
         row["message"] = "; ".join(n for n in (row["message"], *extra) if n)
     return row
-
-
-def smaller_case(case: Case, **changes) -> Case:
-    """A copy of `case` with some fields changed (an out-of-memory retry at a smaller size)."""
-    return replace(case, **changes)
 
 
 def error_message(exc: BaseException) -> str:
