@@ -22,9 +22,8 @@ PCIe per lane and encoding: PCI-SIG base specifications (Gen1-2 8b/10b, Gen3-5
 from __future__ import annotations
 
 import json
-import math
 
-from .specs import MIG_NO_ENTRY, NORMALIZE_KEYS, Entry, convert, figure_bytes_per_s, mig_slice
+from .specs import MIG_NO_ENTRY, NORMALIZE_KEYS, Entry, convert, figure_bytes_per_s, finite_float, mig_slice
 
 _DTYPE_FIGURE = {
     "fp32": "fp32", "float32": "fp32", "tf32": "tf32_dense", "bf16": "bf16_dense", "bfloat16": "bf16_dense",
@@ -87,16 +86,8 @@ def _empty(entry: Entry | None) -> dict[str, object]:
     return out
 
 
-def _float(text) -> float | None:
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _value(row: dict) -> float | None:
-    return _float(row.get("value")) if str(row.get("status", "")) == "ok" else None
+    return finite_float(row.get("value")) if str(row.get("status", "")) == "ok" else None
 
 
 def spec_claim_columns(row: dict, entry: Entry | None) -> dict[str, object]:
@@ -116,7 +107,7 @@ def spec_claim_columns(row: dict, entry: Entry | None) -> dict[str, object]:
             out.update(spec_figure=key, spec_value=spec, spec_unit=unit or fig.unit, spec_source=fig.source)
             if value is not None:
                 out["pct_of_spec"] = 100.0 * value / spec
-    peak = _float(row.get("mem_peak_bytes_per_s"))
+    peak = finite_float(row.get("mem_peak_bytes_per_s"))
     if row.get("family") == "memory" and peak and peak > 0:
         derived = convert(peak, "B/s", unit or "GB/s", "memory_bandwidth")
         if derived is not None:

@@ -250,7 +250,8 @@ def unconfirmed_derived(fig: Figure | None) -> bool:
     return fig is not None and fig.confidence == "derived" and fig.origin == "shipped"
 
 
-def _float(text) -> float | None:
+def finite_float(text) -> float | None:
+    """A finite number from text (a CSV cell, an NVML reading), or None."""
     try:
         v = float(text)
     except (TypeError, ValueError):
@@ -283,7 +284,7 @@ def cross_check(entry: Entry | None, identity: dict[str, str]) -> str | None:
     if entry is None:
         return None
     found = []
-    spec, derived = entry.figures.get("memory_bandwidth"), _float(identity.get("mem_peak_bytes_per_s"))
+    spec, derived = entry.figures.get("memory_bandwidth"), finite_float(identity.get("mem_peak_bytes_per_s"))
     if spec and derived and derived > 0:
         diff = derived / figure_bytes_per_s(spec) - 1
         if abs(diff) > 0.05:
@@ -293,7 +294,7 @@ def cross_check(entry: Entry | None, identity: dict[str, str]) -> str | None:
             found.append(f"memory bandwidth: the peak derived from NVML, {derived / 1e9:.1f} GB/s{how}, is "
                          f"{abs(diff):.1%} {'above' if diff > 0 else 'below'} the spec's {spec.value:g} {spec.unit} "
                          f"(entry '{entry.name}')")
-    size, total = entry.figures.get("memory_size_gb"), _float(identity.get("memory_total_bytes"))
+    size, total = entry.figures.get("memory_size_gb"), finite_float(identity.get("memory_total_bytes"))
     if size and total and total > 0:
         off = min(abs(total / (size.value * 1e9) - 1), abs(total / (size.value * 2**30) - 1))
         if off > 0.10:
