@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 
 from ..core import harness, identity, launch
 from ..core.options import RunOptions
+from ..families import FAMILIES
 from . import run as run_command
 
 WORKER = f"{__package__}.accept_gate:worker"  # "module:function" each GPU's worker process runs (tests swap it)
@@ -26,8 +27,12 @@ DEFAULT_TIMEOUT_S = 45.0
 
 
 def options_for(options: RunOptions, gate: dict) -> RunOptions:
-    """The run the gate makes: the quick plan, only the cases the policy's [profile.gate] names."""
-    return replace(options, profile="quick", families=(), cases=tuple(gate.get("cases", ())))
+    """The run the gate makes: the quick plan, only the cases the policy's [profile.gate] names (and
+    only their families are planned, where each case names its family)."""
+    cases = tuple(gate.get("cases", ()))
+    named = {c.split("/")[0] for c in cases}
+    families = tuple(n for n in FAMILIES if n in named) if named <= set(FAMILIES) else ()
+    return replace(options, profile="quick", families=families, cases=cases)
 
 
 def execute(options: RunOptions, timeout_s: float = DEFAULT_TIMEOUT_S):
@@ -44,13 +49,17 @@ def measure_all(run, items, writer, path, timeout_s: float):
     rows: list[dict] = []
     lock = threading.Lock()
     problems: list[str] = []
+    stopped = threading.Event()  # after Ctrl-C the file is closed: a late row is dropped
 
     def write(row: dict) -> None:
         with lock:
+            if stopped.is_set():
+                return
             try:
                 writer.write(row)
             except OSError as e:  # disk full: the file stays incomplete, and says so
                 problems.append(f"cannot write to {path}: {e.strerror or e}")
+                stopped.set()
                 return
             rows.append(row)
 
@@ -68,6 +77,7 @@ def measure_all(run, items, writer, path, timeout_s: float):
     except (KeyboardInterrupt, run_command.Interrupted) as e:
         why = str(e) if isinstance(e, run_command.Interrupted) else "SIGINT"
         with lock:
+            stopped.set()
             writer.close("error", f"interrupted by {why} after {writer.rows_written} rows")
         print(f"\ncardbench: interrupted by {why}; results so far (marked incomplete): {path}", file=sys.stderr)
         return 128 + (signal.SIGTERM if why == "SIGTERM" else signal.SIGINT), path
