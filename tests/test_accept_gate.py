@@ -95,8 +95,8 @@ def test_the_gate_plans_one_memory_and_one_matmul_case_per_gpu():
         g.free_bytes = lambda: 80 * 2**30
     options = accept_gate.options_for(RunOptions(), accept.load_policy().profiles["gate"])
     items = run_command.plan(make_run(gpus), options)
-    assert [(str(t.device), c.id) for t, _f, c in items] == [
-        (f"cuda:{i}", case) for i in (0, 1) for case in ("memory/copy/torch/plateau", "matmul/bf16/torch/8192x8192x8192")]
+    per_gpu = ("memory/copy/torch/plateau", "matmul/bf16/torch/8192x8192x8192")
+    assert [(str(t.device), c.id) for t, _f, c in items] == [(f"cuda:{i}", case) for i in (0, 1) for case in per_gpu]
 
 
 def test_a_gate_without_cases_is_bad_input(tmp_path, capsys):

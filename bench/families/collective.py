@@ -64,7 +64,7 @@ SKIP_ONE_RANK = "collectives need two or more ranks"
 
 
 def busbw_factor(benchmark: str, n: int) -> float:
-    """nccl-tests' bus factor: all-reduce (a pair's too) moves 2(n-1)/n of the message per rank, the others (n-1)/n."""
+    """nccl-tests' bus factor: all-reduce (a pair's too) moves 2(n-1)/n of the message per rank, others (n-1)/n."""
     return 2 * (n - 1) / n if benchmark in ("all_reduce", ranks.PAIR_BENCHMARK) else (n - 1) / n
 
 
