@@ -119,6 +119,12 @@ def _one_device(run, items, write, timeout_s: float) -> None:
 def worker(ctx, payload: dict) -> None:
     """One device's gate (bench/core/launch.py runs it): plan this device's cases, measure each, send its row."""
     identity.OWN_PIDS.add(os.getppid())  # the supervisor holds a context on this GPU but runs nothing on it
+    if ctx.device.startswith("cuda"):
+        import torch
+
+        # Every CUDA call of this process goes to its own GPU: a stray context on cuda:0 would count as
+        # another process on that GPU in its own worker's health check.
+        torch.cuda.set_device(torch.device(ctx.device))
     fields = payload["options"]
     options = RunOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     run = run_command.setup(options)
