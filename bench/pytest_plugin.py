@@ -51,7 +51,8 @@ def pytest_generate_tests(metafunc):
         from .commands import accept
 
         policy = accept.load_policy(metafunc.config.getoption("--policy"))
-        names = [c.name for c in policy.checks if c.enabled] + list(accept.HEALTH_CHECKS)
+        names = [c.name for c in policy.checks if c.enabled]
+        names += [h for h in accept.HEALTH_CHECKS if policy.applies(h, None)]
         metafunc.parametrize("accept_check", names)
     for name, family in FAMILIES.items():
         if f"{name}_case" in metafunc.fixturenames:

@@ -24,6 +24,8 @@ def h100_identity() -> dict[str, str]:
         "ecc_errors_uncorrected": "0", "ecc_errors_uncorrected_aggregate": "0", "remapped_rows_pending": "no",
         "remapped_rows_failure": "no", "compute_processes": "0", "clocks_event_reasons": "0x4",
         "clocks_event_reason_names": "sw_power_cap", "temp_c_max": "61",
+        "vbios_version": H100["devices"][0]["vbios_version"],
+        "power_limit_w": repr(H100["devices"][0]["enforced_power_limit_mw"] / 1000),
     }
 
 

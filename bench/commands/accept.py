@@ -15,14 +15,14 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..core import specs, telemetry
+from ..core import prometheus, specs, telemetry
 from ..core.normalize import renormalize
 from ..core.options import RunOptions
 from ..core.results import ResultsFileError, read_results
 
 from .accept_judge import (DERIVED_CLAIM, FAIL, INCONCLUSIVE, NOT_APPLICABLE, PASS, CardVerdict, Result,  # noqa: F401
                            health_checks, judge, judge_check)
-from .accept_policy import HEALTH_CHECKS, Policy, PolicyError, load_policy  # noqa: F401
+from .accept_policy import HEALTH_CHECKS, PROFILES, Policy, PolicyError, load_policy  # noqa: F401
 
 EXIT_PASS, EXIT_FAIL, EXIT_INCONCLUSIVE = 0, 1, 2
 
@@ -119,6 +119,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones "
                    "(with --from, the rows are normalized again against them); a figure the file gives is "
                    "confirmed, so a check against it is judged even where the shipped claim is derived")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="quick (default): every family's headline cases, one GPU after another; full: adds the "
+                        "sweeps; gate: the policy's [profile.gate] cases on every GPU at once, judged by the checks "
+                        "it lists (health, link, drift, one memory and one matmul point: for Slurm prologs)")
+    prometheus.add_argument(p)
 
 
 def main(args) -> int:
@@ -128,14 +133,25 @@ def main(args) -> int:
     except (PolicyError, specs.SpecError) as e:
         print(f"cardbench accept: {e}", file=sys.stderr)
         return EXIT_INCONCLUSIVE
+    profile = args.profile
     if args.from_file:
         path = Path(args.from_file)
     else:
-        from . import run
+        options = RunOptions(device=args.device, profile="quick" if profile == "gate" else profile, out=args.out,
+                             specs=args.specs, argv=("cardbench", *args.argv))
+        if profile == "gate":
+            from . import accept_gate
 
-        options = RunOptions(device=args.device, profile="quick", out=args.out, specs=args.specs,
-                             argv=("cardbench", *args.argv))
-        code, path = run.execute(options, before_family=idle_gate(policy))
+            gate = policy.profiles.get("gate", {})
+            if not gate.get("cases"):
+                print(f"cardbench accept: {policy.origin}: [profile.gate] names no cases to measure", file=sys.stderr)
+                return EXIT_INCONCLUSIVE
+            code, path = accept_gate.execute(accept_gate.options_for(options, gate),
+                                             gate.get("timeout_s", accept_gate.DEFAULT_TIMEOUT_S))
+        else:
+            from . import run
+
+            code, path = run.execute(options, before_family=idle_gate(policy))
         if path is None:
             return EXIT_INCONCLUSIVE  # nothing measured; run printed why
     try:
@@ -148,13 +164,17 @@ def main(args) -> int:
         return EXIT_INCONCLUSIVE
     if args.from_file and args.specs:
         renormalize(res.rows, db)  # the one normalization rule, against the --specs database
-    verdicts = judge(res.rows, policy, db)
-    print(f"\nacceptance ({policy.origin}), judging {path}" + ("" if res.complete else " (an incomplete run)"))
+    verdicts = judge(res.rows, policy, db, profile)
+    print(f"\nacceptance ({policy.origin}, profile {profile}), judging {path}"
+          + ("" if res.complete else " (an incomplete run)"))
     print(render(verdicts))
     if args.junit:
         write_junit(verdicts, Path(args.junit))
         print(f"JUnit: {args.junit}")
-    for kept in keep_birth_certificate(verdicts, path, Path(args.out)):
-        print(f"birth certificate (this card's baseline for `cardbench compare`): {kept}")
+    if profile != "gate":  # a gate is a health check, not the acceptance a baseline stands for
+        for kept in keep_birth_certificate(verdicts, path, Path(args.out)):
+            print(f"birth certificate (this card's baseline for `cardbench compare`): {kept}")
+    exported = not args.prometheus or prometheus.export(args.prometheus, res.rows, verdicts)
     overall = {v.verdict for v in verdicts}
-    return EXIT_FAIL if FAIL in overall else EXIT_INCONCLUSIVE if INCONCLUSIVE in overall else EXIT_PASS
+    code = EXIT_FAIL if FAIL in overall else EXIT_INCONCLUSIVE if INCONCLUSIVE in overall else EXIT_PASS
+    return code if exported or code else EXIT_INCONCLUSIVE

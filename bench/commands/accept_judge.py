@@ -206,19 +206,78 @@ class CardVerdict:
         return PASS
 
 
-def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None) -> list[CardVerdict]:
-    """Verdicts per card; `db` as in judge_check (loaded once here)."""
+def _where(row: dict) -> str:
+    return "cpu" if row["device_index"] == "" else f"cuda:{row['device_index']}"
+
+
+def _same(a, b) -> bool:
+    """Equal as numbers where both are numbers ("700.0" and 700), else as text."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a).strip() == str(b).strip()
+
+
+def drift_checks(policy: Policy, cards: dict[str, list[dict]]) -> dict[str, Result]:
+    """config-drift per card: the GPUs of each node agree on every [drift] field and match [drift.expected].
+
+    Within a node the odd GPU out FAILs (the value most GPUs share is the reference; with no
+    single most common value every GPU fails); the reason shows every value and its GPUs.
+    A field not read (no NVML) leaves the check INCONCLUSIVE.
+    """
+    fields, expected = policy.drift["fields"], policy.drift["expected"]
+    bar = "same on every GPU of the node" + (", as [drift.expected] says" if expected else "")
+    nodes: dict[str, list[str]] = {}
+    for key, rows in cards.items():
+        nodes.setdefault(rows[0]["host"], []).append(key)
+    out = {}
+    for keys in nodes.values():
+        first = {k: cards[k][0] for k in keys}
+        for k in keys:
+            problems, unread = [], []
+            for f in fields:
+                mine = first[k].get(f, "")
+                if mine == "":
+                    unread.append(f)
+                    continue
+                if f in expected and not _same(mine, expected[f]):
+                    problems.append(f"{f} {mine} on {_where(first[k])}, the policy expects {expected[f]}")
+                groups: dict[str, list[str]] = {}
+                for other in keys:
+                    if first[other].get(f, ""):
+                        groups.setdefault(first[other][f], []).append(_where(first[other]))
+                top = max(len(g) for g in groups.values())
+                reference = [v for v, g in groups.items() if len(g) == top]
+                if len(groups) > 1 and (len(reference) > 1 or mine != reference[0]):
+                    problems.append(f"{f} differs: " + "; ".join(f"{v} on {', '.join(g)}" for v, g in groups.items()))
+            if problems:
+                out[k] = Result("config-drift", FAIL, f"{len(problems)} mismatch(es)", bar, "; ".join(problems))
+            elif unread:
+                out[k] = Result("config-drift", INCONCLUSIVE, "", bar, f"no {', '.join(unread)} reading (no NVML, "
+                                "or not reported by this board: drop it from [drift] fields)")
+            else:
+                out[k] = Result("config-drift", PASS, f"same on {len(keys)} GPU(s)", bar, ", ".join(fields))
+    return out
+
+
+def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None, profile: str | None = None
+          ) -> list[CardVerdict]:
+    """Verdicts per card; `db` as in judge_check (loaded once here); `profile`: accept's profile, whose
+    [profile.X] table in the policy may name the checks that judge it (default: every enabled check)."""
     db = db if db is not None else specs.load()
     cards: dict[str, list[dict]] = {}
     for r in rows:
         cards.setdefault(card_key(r, False), []).append(r)
+    drift = drift_checks(policy, cards)
     out = []
     for key, card_rows in cards.items():
         first = card_rows[0]
-        where = "cpu" if first["device_index"] == "" else f"cuda:{first['device_index']}"
-        label = f"{where} {first['device_name']}" + (f" ({first['device_uuid']})" if first["device_uuid"] else "")
+        label = f"{_where(first)} {first['device_name']}"
+        if first["device_uuid"]:
+            label += f" ({first['device_uuid']})"
         if first["device_serial"]:
             label += f" serial {first['device_serial']}"
-        results = [judge_check(c, card_rows, db) for c in policy.checks if c.enabled] + health_checks(policy, card_rows)
-        out.append(CardVerdict(key, label, results))
+        results = [judge_check(c, card_rows, db) for c in policy.checks if c.enabled]
+        results += health_checks(policy, card_rows) + [drift[key]]
+        out.append(CardVerdict(key, label, [r for r in results if policy.applies(r.check, profile)]))
     return out

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..core import devices, harness, identity, launch, specs
+from ..core import devices, harness, identity, launch, prometheus, specs
 from ..core.options import PROFILES, RunOptions, positive_int, seconds
-from ..core.results import ResultsWriter, new_run_id, results_path
+from ..core.results import ResultsFileError, ResultsWriter, new_run_id, read_results, results_path
 from ..families import FAMILIES
 from .run_guard import CASE_TIMEOUT_S, Watchdog, device_lock
 from .run_output import first_line, header, print_table, spec_line
@@ -71,13 +71,27 @@ def add_arguments(p) -> None:
     p.add_argument("--collective-timeout", type=seconds, default=300.0, metavar="SECONDS",
                    help="collective family: rendezvous and per-operation timeout; a job where no rank made "
                         "progress for this long is ended (default 300)")
+    p.add_argument("--pairs", action="store_true",
+                   help="collective family: instead of the size sweep, all-reduce between every pair of ranks "
+                        "(of nodes, when the job spans several), one pair at a time, and each pair's busbw: "
+                        "to find a slow GPU, node or link")
+    prometheus.add_argument(p)
 
 
 def main(args) -> int:
     options = RunOptions.from_args(args, args.argv)
     if args.list:
         return list_cases(options)
-    return execute(options)[0]
+    code, path = execute(options)
+    if args.prometheus and path is not None:  # also after Ctrl-C or SIGTERM: what was measured
+        try:
+            rows = read_results(path).rows
+        except ResultsFileError as e:
+            print(f"cardbench: no Prometheus file: {e}", file=sys.stderr)
+            return code or EXIT_BAD_INPUT
+        if not prometheus.export(args.prometheus, rows):
+            return code or EXIT_BAD_INPUT
+    return code
 
 
 def setup(options: RunOptions) -> harness.RunState:
@@ -117,11 +131,13 @@ def list_cases(options: RunOptions) -> int:
     return EXIT_OK
 
 
-def execute(options: RunOptions, before_family=None) -> tuple[int, Path | None]:
+def execute(options: RunOptions, before_family=None, measure=None) -> tuple[int, Path | None]:
     """Run the plan; returns the exit code and the CSV written (None when nothing was).
 
     `before_family(target, family_name)` runs each time a device starts a new family
-    (`cardbench accept` waits there for the card to be idle and cool).
+    (`cardbench accept` waits there for the card to be idle and cool). `measure(run, items,
+    writer, path, options, before_family)` replaces the one-case-after-another loop
+    (`accept --profile gate` measures every GPU at once); it closes the writer.
 
     Joined mode (started by torchrun or srun, bench/core/launch.py): only local rank 0 of
     each node measures and writes that node's CSV, and it runs the collective family
@@ -162,7 +178,7 @@ def execute(options: RunOptions, before_family=None) -> tuple[int, Path | None]:
     _warn_before(run, items)
     if job is not None:
         items.sort(key=lambda item: item[1].NAME != "collective")  # stable: the rest keeps its order
-    return _measure(run, items, writer, path, options, before_family)
+    return (measure or _measure)(run, items, writer, path, options, before_family)
 
 
 def _warn_before(run: harness.RunState, items) -> None:
@@ -222,6 +238,11 @@ def _measure(run, items, writer: ResultsWriter, path: Path, options: RunOptions,
     finally:
         signal.signal(signal.SIGTERM, previous)
     writer.close()
+    return outcome(rows, items, path)
+
+
+def outcome(rows: list[dict], items, path: Path) -> tuple[int, Path]:
+    """After the closing row: the table, the families' summaries, the file; exit 1 when a row is wrong or error."""
     _print_end(rows, items, path)
     failed = [r for r in rows if r["status"] in ("wrong", "error")]
     if failed:

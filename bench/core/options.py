@@ -19,6 +19,7 @@ class RunOptions:
     case_timeout_s: float = 1800.0
     ranks: int = 2  # CPU mode: gloo processes for the collectives
     collective_timeout_s: float = 300.0
+    pairs: bool = False  # collective family: all-reduce between every pair of ranks (or nodes) instead of the sweep
     cases: tuple[str, ...] = ()  # --case GLOBs: only matching case ids run
     argv: tuple[str, ...] = ()  # the command line, stored in the `command` column
 
@@ -27,6 +28,7 @@ class RunOptions:
         return cls(device=args.device, families=tuple(args.families or ()), profile=args.profile, out=args.out,
                    specs=args.specs, case_timeout_s=args.case_timeout, ranks=args.ranks,
                    collective_timeout_s=args.collective_timeout, cases=tuple(args.case or ()),
+                   pairs=bool(getattr(args, "pairs", False)),
                    argv=("cardbench", *argv))
 
 

@@ -29,7 +29,9 @@ are exported: a failed one has no value (its verdict says why).
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -66,6 +68,39 @@ def check_path(path: str | os.PathLike) -> Path:
     if not os.access(path.parent, os.W_OK):
         raise ValueError(f"{path}: directory {path.parent} is not writable")
     return path
+
+
+def textfile_arg(text: str) -> Path:
+    """argparse type of --prometheus: refuses a path node_exporter would not read, before anything runs."""
+    try:
+        return check_path(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_argument(parser) -> None:
+    """`--prometheus FILE.prom` for a command (run, accept, burn): checked when the command line is parsed."""
+    parser.add_argument("--prometheus", type=textfile_arg, metavar="FILE.prom",
+                        help="also write node_exporter textfile metrics to FILE.prom (replaced atomically at the "
+                             "end, also after an interruption, with what was measured)")
+
+
+def export(path: str | os.PathLike, rows: list[dict[str, str]], verdicts=None,
+           burn: dict[str, dict[str, int]] | None = None, when: float | None = None) -> bool:
+    """The end of a command given --prometheus: write the file (write_textfile), say where; on failure
+    say why on stderr and return False (the command then exits non-zero).
+
+    `rows`: the run's rows as results.read_results gives them (text values); `verdicts`: accept's
+    CardVerdicts; `burn`: {uuid: {"mismatches": n, "memory_errors": n}}.
+    """
+    try:
+        written = write_textfile(path, rows, verdicts, burn, when)
+    except (OSError, ValueError) as e:
+        print(f"cardbench: cannot write the Prometheus file {path}: {getattr(e, 'strerror', None) or e}",
+              file=sys.stderr)
+        return False
+    print(f"prometheus: {written}")
+    return True
 
 
 def _card_labels(row: dict[str, str]) -> dict[str, str]:

@@ -78,6 +78,7 @@ class Timing:
     method: str  # how the samples were taken, stored on every row ("timer" column)
     calls_per_sample: int = 1  # calls of the work inside one timed sample
     notes: list[str] = field(default_factory=list)  # what the row must say about how it was timed
+    own_samples_s: list[float] = field(default_factory=list)  # time_ops: this rank's own times, before the max
 
     @property
     def median_s(self) -> float:
@@ -419,14 +420,17 @@ OP_ENQUEUE_S = 40e-6  # host time to enqueue one NCCL operation and its event, f
 
 
 def time_ops(op: Callable[[], object], cuda: bool, measure_s: float, slowest: Callable[[list[float]], list[float]],
-             barrier: Callable[[], None], window, clock_hz: float = FALLBACK_SM_CLOCK_HZ) -> Timing:
+             barrier: Callable[[], None], window, clock_hz: float = FALLBACK_SM_CLOCK_HZ,
+             pause: Callable[[], None] | None = None) -> Timing:
     """Per-operation seconds of one rank's collective, the same count on every rank.
 
     `slowest(values)` returns each value's maximum over the ranks (an all-reduce with
     MAX), `barrier()` lines the ranks up, `window` is a context manager around the
     timed operations (the telemetry sampler). Warm-up by count; the slowest rank's
     warm-up sizes the batch, so every rank runs the same number of operations; each
-    sample is the slowest rank's time of that operation.
+    sample is the slowest rank's time of that operation, and `own_samples_s` keeps this
+    rank's own. `pause()` runs before each timed operation, outside its sample (fault
+    injection: a rank that reaches every operation late).
     """
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     barrier()
@@ -450,6 +454,8 @@ def time_ops(op: Callable[[], object], cuda: bool, measure_s: float, slowest: Ca
             op()  # absorbs the ranks' different release times after the hold; not timed
             events[0].record()
             for i in range(ops):
+                if pause is not None:
+                    pause()
                 op()
                 events[i + 1].record()
             if not _held(released, held) and CAN_HOLD:
@@ -460,8 +466,10 @@ def time_ops(op: Callable[[], object], cuda: bool, measure_s: float, slowest: Ca
         else:
             samples = []
             for _ in range(ops):
+                if pause is not None:
+                    pause()
                 t0 = time.perf_counter()
                 op()
                 samples.append(time.perf_counter() - t0)
             method = "perf_counter"
-    return Timing(slowest(samples), method, 1, notes)
+    return Timing(slowest(samples), method, 1, notes, own_samples_s=samples)

@@ -16,7 +16,10 @@ case's row is written as soon as its size is measured, so an interrupted run kee
 the sizes it measured. The workers are bench/families/collective_worker.py.
 
 Per collective and dtype a "peak" row adds the peak busbw, the smallest size that
-reaches 80% of it (knee) and the small-message latency.
+reaches 80% of it (knee) and the small-message latency. Every size's row keeps each
+rank's own median time; the rank the others consistently waited for is named, and
+`--pairs` measures all-reduce between every pair of ranks or nodes instead of the sweep
+(bench/families/collective_ranks.py).
 """
 from __future__ import annotations
 
@@ -27,10 +30,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..core import launch, nvml, timing, topology
+from ..core import faults, launch, nvml, timing, topology
 from ..core.devices import Target
 from ..core.harness import Case, Status, Timed, error_message
 from ..core.units import human_bytes
+from . import collective_ranks as ranks
 
 NAME = "collective"
 BENCHMARKS = ("all_reduce", "all_gather", "reduce_scatter")
@@ -60,14 +64,14 @@ SKIP_ONE_RANK = "collectives need two or more ranks"
 
 
 def busbw_factor(benchmark: str, n: int) -> float:
-    """nccl-tests' bus factor: all-reduce moves 2(n-1)/n of the message per rank, the others (n-1)/n."""
-    return 2 * (n - 1) / n if benchmark == "all_reduce" else (n - 1) / n
+    """nccl-tests' bus factor: all-reduce (a pair's too) moves 2(n-1)/n of the message per rank, others (n-1)/n."""
+    return 2 * (n - 1) / n if benchmark in ("all_reduce", ranks.PAIR_BENCHMARK) else (n - 1) / n
 
 
 def elements(benchmark: str, nbytes: int, element_bytes: int, n: int) -> int:
     """Elements of the whole message; all-gather and reduce-scatter need a multiple of n (one chunk per rank)."""
     count = max(1, nbytes // element_bytes)
-    return count if benchmark == "all_reduce" else max(n, count // n * n)
+    return count if benchmark in ("all_reduce", ranks.PAIR_BENCHMARK) else max(n, count // n * n)
 
 
 # ---------------------------------------------------------------- the group
@@ -128,8 +132,8 @@ class Step:
     world_size: int
 
 
-def make_case(benchmark: str, dtype: str, name: str, nbytes: int, g: Group) -> Case:
-    n = max(g.world_size, 1)
+def make_case(benchmark: str, dtype: str, name: str, nbytes: int, g: Group, n: int | None = None) -> Case:
+    n = max(n or g.world_size, 1)  # n: ranks in the operation (a pair's group is smaller than the job)
     size = elements(benchmark, nbytes, ELEMENT_BYTES[dtype], n) * ELEMENT_BYTES[dtype] if nbytes else 0
     return Case(family=NAME, benchmark=benchmark, provider=g.provider, dtype=dtype, name=name, metric="busbw",
                 unit="GB/s", scale=1e9, work=size * busbw_factor(benchmark, n), work_unit="B", size_bytes=size or "",
@@ -143,6 +147,9 @@ def cases(target: Target, run) -> list[Case]:
                 for b in BENCHMARKS]
     if g.skip:
         return [make_case(b, d, "peak", 0, g) for b in BENCHMARKS for d in DTYPES]
+    if ranks.pairs_mode(run):
+        return [make_case(ranks.PAIR_BENCHMARK, ranks.PAIR_DTYPE, name, ranks.PAIR_BYTES[g.provider], g,
+                          ranks.pair_size(g.world_size, g.nodes)) for name in ranks.pair_names(g.world_size, g.nodes)]
     out = []
     for b in BENCHMARKS:
         for d in DTYPES:
@@ -171,9 +178,17 @@ class Sweep:
         if done:
             self.done.set()
 
-    def start(self, g: Group, profile: str, timeout_s: float) -> None:
-        payload = payload_for(g, profile)
-        print(f"collective: {g.describe()}, {len(payload['steps'])} measurements", file=sys.stderr, flush=True)
+    def start(self, g: Group, profile: str, timeout_s: float, pairs: bool = False) -> None:
+        payload = payload_for(g, profile, pairs)
+        _slow, problem = ranks.slow_rank_fault(g.world_size)
+        if problem:
+            self.failure = problem
+            self.done.set()
+            return
+        faults.warn()
+        what = f"{len(ranks.pair_names(g.world_size, g.nodes))} pairs" if pairs else \
+            f"{len(payload['steps'])} measurements"
+        print(f"collective: {g.describe()}, {what}", file=sys.stderr, flush=True)
         threading.Thread(target=self._run, args=(g, payload, timeout_s), name="cardbench-collective",
                          daemon=True).start()
 
@@ -211,9 +226,14 @@ class Sweep:
             return [self.records.get(k) for k in keys]
 
 
-def payload_for(g: Group, profile: str) -> dict:
-    return {"backend": g.provider, "steps": steps(g.provider, profile),
-            "measure_s": MEASURE_S[profile] if g.provider == "nccl" else CPU_MEASURE_S}
+def payload_for(g: Group, profile: str, pairs: bool = False) -> dict:
+    payload = {"backend": g.provider, "steps": steps(g.provider, profile),
+               "measure_s": MEASURE_S[profile] if g.provider == "nccl" else CPU_MEASURE_S}
+    if pairs:
+        kind, count = ranks.pair_units(g.world_size, g.nodes)
+        payload["pairs"] = {"units": kind, "count": count, "dtype": ranks.PAIR_DTYPE,
+                            "nbytes": ranks.PAIR_BYTES[g.provider]}
+    return payload
 
 
 class State:
@@ -288,7 +308,8 @@ def measure(target: Target, case: Case, state: State) -> Timed | Status:
     if state.sweep is None:
         info, nvls = _info(g, target)
         state.sweep = Sweep(info, nvls)
-        state.sweep.start(g, state.run.profile, getattr(state.run.options, "collective_timeout_s", 300.0))
+        state.sweep.start(g, state.run.profile, getattr(state.run.options, "collective_timeout_s", 300.0),
+                          ranks.pairs_mode(state.run))
     if case.name == "peak":
         return _peak(case, g, state.sweep, state.run.profile)
     (rec,) = state.sweep.wait([(case.benchmark, case.dtype, case.name)])
@@ -296,11 +317,16 @@ def measure(target: Target, case: Case, state: State) -> Timed | Status:
         return Status("error", f"not measured: {state.sweep.failure or 'the workers ended without measuring it'}")
     if rec["status"] != "ok":
         return Status(rec["status"], rec["message"], {**state.sweep.info, "elements": rec["elements"]})
-    return _timed(case, rec, g, state.sweep, {"elements": rec["elements"]})
+    if case.benchmark == ranks.PAIR_BENCHMARK:
+        pair = {k: rec[k] for k in ("pair_names", "pair_ranks", "pair_size", "rank_time_median_s") if k in rec}
+        return _timed(case, rec, g, state.sweep, {"elements": rec["elements"], **pair}, n=rec["pair_size"])
+    return _timed(case, rec, g, state.sweep, {"elements": rec["elements"], **ranks.size_params(rec),
+                                              "rank_names": rec.get("rank_names", [])})
 
 
-def _timed(case: Case, rec: dict, g: Group, sweep: Sweep, params: dict, summary: bool = False) -> Timed:
-    size, factor = rec["size_bytes"], busbw_factor(case.benchmark, g.world_size)
+def _timed(case: Case, rec: dict, g: Group, sweep: Sweep, params: dict, summary: bool = False,
+           n: int | None = None) -> Timed:
+    size, factor = rec["size_bytes"], busbw_factor(case.benchmark, n or g.world_size)
     result = timing.Timing(rec["samples_s"], rec["timer"], 1, list(rec.get("notes", [])))
     mean_s = sum(rec["samples_s"]) / len(rec["samples_s"])
     params = {**sweep.info, **params,
@@ -311,7 +337,7 @@ def _timed(case: Case, rec: dict, g: Group, sweep: Sweep, params: dict, summary:
               "ops": rec["ops"], "warmup_ops": rec["warmup_ops"]}
     # value = busbw = S * factor / median time; a peak row is a summary, not a point of the size curve
     measured = replace(case, work=size * factor, size_bytes="" if summary else size)
-    notes = [NVLS_NOTE] if sweep.nvls and case.benchmark == "all_reduce" else []
+    notes = [NVLS_NOTE] if sweep.nvls and case.benchmark in ("all_reduce", ranks.PAIR_BENCHMARK) else []
     return Timed(result, params, dict(rec.get("telemetry", {})), notes, measured)
 
 
@@ -339,26 +365,19 @@ def _peak(case: Case, g: Group, sweep: Sweep, profile: str) -> Timed | Status:
               "knee_busbw_gb_per_s": busbw(knee), "latency_case": smallest["key"][2],
               "latency_size_bytes": smallest["size_bytes"],
               "latency_us": timing.Timing(smallest["samples_s"], smallest["timer"]).median_s * 1e6}
-    return _timed(case, best, g, sweep, params, summary=True)
+    timed = _timed(case, best, g, sweep, params, summary=True)
+    note = ranks.slow_rank_note(recs, best.get("rank_names", []))
+    if note:  # the rank the others waited for at most of this collective's sizes
+        timed.notes.append(note)
+        timed.params["slow_rank"] = ranks.slow_rank(recs)[0]
+    return timed
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
-    """One line per collective and dtype: peak busbw (and % of the link), knee, latency."""
-    import json
+    """Peak, knee and latency per collective; the slow rank; the pairs (bench/families/collective_summary.py)."""
+    from .collective_summary import summary_lines as lines
 
-    lines = []
-    for r in rows:
-        if r["family"] != NAME or r["case"] != "peak" or r["status"] != "ok":
-            continue
-        p = json.loads(r["params"])
-        pct = f" = {float(r['pct_of_spec']):.0f}% of NVLink {float(r['spec_value']):g} GB/s per direction" \
-            if r.get("pct_of_spec") not in (None, "") else ""
-        lines.append(f"{r['benchmark']} {r['dtype']}, {p['world_size']} ranks ({r['provider']}): peak busbw "
-                     f"{float(r['value']):,.1f} GB/s at {p['peak_case'][5:]}{pct}; {KNEE_FRACTION:.0%} of peak from "
-                     f"{p['knee_case'][5:]}; latency {p['latency_us']:,.1f} us at {p['latency_case'][5:]}")
-    if any(NVLS_NOTE in r.get("message", "") for r in rows if r["family"] == NAME):
-        lines.append(f"collective: {NVLS_NOTE}")
-    return lines
+    return lines(rows)
 
 
 # ---------------------------------------------------------------- joined ranks other than local rank 0
@@ -384,7 +403,7 @@ def follow(job: launch.Job, options) -> int:
 
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        launch.run(WORKER, payload_for(g, options.profile), job,
+        launch.run(WORKER, payload_for(g, options.profile, bool(getattr(options, "pairs", False))), job,
                    [{"rank": job.rank, "local_rank": job.local_rank, "device": device}],
                    options.collective_timeout_s, result_rank=None, host_store=False)
     except launch.WorkerFailure as e:
