@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.core import faults, launch, timing
+from bench.core import faults, launch, timing, timing_multi
 from bench.core.devices import cpu_target
 from bench.core.options import RunOptions
 from bench.families import collective
@@ -80,7 +80,7 @@ def test_the_pause_of_a_late_rank_is_outside_its_own_samples(monkeypatch):
 
     def pause():
         clock[0] += 1.0
-    result = timing.time_ops(op, False, 0.05, lambda v: [x * 3 for x in v], lambda: None,
+    result = timing_multi.time_ops(op, False, 0.05, lambda v: [x * 3 for x in v], lambda: None,
                              contextlib.nullcontext(), pause=pause)
     assert result.own_samples_s == [pytest.approx(0.001)] * len(result.samples_s)
     assert result.samples_s == [pytest.approx(0.003)] * len(result.own_samples_s)  # the slowest rank's

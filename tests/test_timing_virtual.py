@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from bench.core import timing
+from bench.core import timing, timing_multi
 from virtual_cuda import install
 
 KERNELS_S = (1.37e-6, 13.1e-6, 147e-6, 2.03e-3, 21.7e-3, 0.2)
@@ -22,7 +22,7 @@ CLOCKS_HZ = (1.4e9, 3.1e9)
 @pytest.fixture
 def vcuda(monkeypatch):
     def make(**kwargs):
-        return install(monkeypatch, timing, **kwargs)
+        return install(monkeypatch, timing, timing_multi, **kwargs)
     return make
 
 
@@ -113,7 +113,7 @@ def _on(cuda, stream, issue):
 def test_both_directions_start_together_and_each_rate_is_right(vcuda, h2d_s, d2h_s, launch):
     cuda = vcuda(launch_s=launch, sm_clock_hz=1.98e9)
     sa, sb = cuda.Stream(), cuda.Stream()
-    pair = timing.time_pair(_on(cuda, sa, cuda.copy("h2d", h2d_s)), sa, _on(cuda, sb, cuda.copy("d2h", d2h_s)), sb,
+    pair = timing_multi.time_pair(_on(cuda, sa, cuda.copy("h2d", h2d_s)), sa, _on(cuda, sb, cuda.copy("d2h", d2h_s)), sb,
                             timing.QUICK, clock_hz=cuda.sm_clock_hz)
     assert np.median(pair.a_s) == pytest.approx(h2d_s, rel=0.01)
     assert np.median(pair.b_s) == pytest.approx(d2h_s, rel=0.01)
@@ -133,7 +133,7 @@ def test_two_copies_of_one_direction_share_an_engine(vcuda):
     """The model, checked: the same direction on two streams serializes (one copy engine per direction)."""
     cuda = vcuda()
     sa, sb = cuda.Stream(), cuda.Stream()
-    pair = timing.time_pair(_on(cuda, sa, cuda.copy("h2d", 200e-6)), sa, _on(cuda, sb, cuda.copy("h2d", 200e-6)), sb,
+    pair = timing_multi.time_pair(_on(cuda, sa, cuda.copy("h2d", 200e-6)), sa, _on(cuda, sb, cuda.copy("h2d", 200e-6)), sb,
                             timing.TUNE)
     assert max(np.median(pair.a_s), np.median(pair.b_s)) == pytest.approx(400e-6, rel=0.02)
 
@@ -141,7 +141,7 @@ def test_two_copies_of_one_direction_share_an_engine(vcuda):
 def test_pair_warm_up_queues_no_backlog(vcuda):
     cuda = vcuda(launch_s=10e-6)
     sa, sb = cuda.Stream(), cuda.Stream()
-    pair = timing.time_pair(_on(cuda, sa, cuda.copy("h2d", 0.08)), sa, _on(cuda, sb, cuda.copy("d2h", 0.08)), sb,
+    pair = timing_multi.time_pair(_on(cuda, sa, cuda.copy("h2d", 0.08)), sa, _on(cuda, sb, cuda.copy("d2h", 0.08)), sb,
                             timing.QUICK, clock_hz=cuda.sm_clock_hz)
     assert np.median(pair.a_s) == pytest.approx(0.08, rel=0.01)
     assert cuda.busy_s("h2d") <= _bound_s(timing.QUICK, 0.08, 1) + 0.08
@@ -159,16 +159,16 @@ def test_per_rank_timer_times_each_operation(vcuda, op_s, launch, clock):
     def slowest(values):  # one rank: the maximum over the ranks is its own value
         seen.append(len(values))
         return list(values)
-    t = timing.time_ops(cuda.kernel(op_s), True, 0.2, slowest, lambda: None, contextlib.nullcontext(), clock)
+    t = timing_multi.time_ops(cuda.kernel(op_s), True, 0.2, slowest, lambda: None, contextlib.nullcontext(), clock)
     assert t.median_s == pytest.approx(op_s, rel=0.01)
-    assert timing.MIN_OPS <= len(t.samples_s) <= timing.MAX_OPS and t.notes == []
+    assert timing_multi.MIN_OPS <= len(t.samples_s) <= timing_multi.MAX_OPS and t.notes == []
     assert seen == [1, len(t.samples_s)]  # the batch size and the samples were agreed among the ranks
-    assert cuda.busy_s("work") <= (timing.WARMUP_OPS + 1 + max(timing.MIN_OPS, 0.2 / op_s) + 1) * op_s
+    assert cuda.busy_s("work") <= (timing_multi.WARMUP_OPS + 1 + max(timing_multi.MIN_OPS, 0.2 / op_s) + 1) * op_s
 
 
 def test_per_rank_timer_tells_a_launch_bound_batch(vcuda, monkeypatch):
     cuda = vcuda(launch_s=30e-6)
-    monkeypatch.setattr(timing, "OP_ENQUEUE_S", 1e-7)
+    monkeypatch.setattr(timing_multi, "OP_ENQUEUE_S", 1e-7)
     monkeypatch.setattr(timing, "HOLD_EXTRA_S", 0.0)
-    t = timing.time_ops(cuda.kernel(2e-6), True, 0.01, list, lambda: None, contextlib.nullcontext(), 1.98e9)
+    t = timing_multi.time_ops(cuda.kernel(2e-6), True, 0.01, list, lambda: None, contextlib.nullcontext(), 1.98e9)
     assert t.notes == [timing.LAUNCH_BOUND]

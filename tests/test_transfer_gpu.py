@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from bench.core import devices, harness, specs, timing
+from bench.core import devices, harness, specs, timing, timing_multi
 from bench.families import transfer, transfer_host
 from helpers import make_run
 
@@ -83,7 +83,7 @@ def test_time_pair_overlaps_two_streams(gpu):
     ha = torch.empty(n, dtype=torch.uint8, pin_memory=True)
     hb = torch.empty(n, dtype=torch.uint8, pin_memory=True)
     sa, sb = torch.cuda.Stream(), torch.cuda.Stream()
-    pair = timing.time_pair(transfer_host.on_stream(sa, lambda: a.copy_(ha, non_blocking=True)), sa,
+    pair = timing_multi.time_pair(transfer_host.on_stream(sa, lambda: a.copy_(ha, non_blocking=True)), sa,
                             transfer_host.on_stream(sb, lambda: hb.copy_(b, non_blocking=True)), sb, timing.QUICK,
                             clock_hz=gpu.sm_clock_hz)
     assert len(pair.a_s) == len(pair.b_s) >= timing.QUICK.min_samples and pair.calls_per_sample >= 1

@@ -14,7 +14,7 @@ import types
 import pytest
 import torch
 
-from bench.core import harness, specs, timing
+from bench.core import harness, specs, timing, timing_multi
 from bench.core.devices import Target
 from bench.core.results import ResultsWriter, read_results
 from bench.families import transfer, transfer_host, transfer_p2p
@@ -76,6 +76,7 @@ def sim(monkeypatch):
     for module in (transfer, transfer_host, transfer_p2p):
         monkeypatch.setattr(module, "torch", st)
     monkeypatch.setattr(timing, "torch", st)  # its _sleep is the simulated spin kernel
+    monkeypatch.setattr(timing_multi, "torch", st)
     return st
 
 

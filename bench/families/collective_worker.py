@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import torch
 
-from ..core import nvml, telemetry, timing
+from ..core import nvml, telemetry, timing, timing_multi
 from ..core.devices import host_available_bytes
 from .collective import CHECK_SLICE, DTYPES, ELEMENT_BYTES, EXACT_UP_TO, MEMORY_SHARE, START_VALUE, UNIT_ROUNDOFF, elements
 from .collective_ranks import PAIR_BENCHMARK, SLOW_RANK_PAUSE_S, pair_members, slow_rank_fault
@@ -177,7 +177,7 @@ def _step(ctx, comm: _Comm, device: torch.device, benchmark: str, dtype: str, ca
         inp.fill_(START_VALUE)
     result, tele = _time_ops(ctx, comm, device, op, measure_s, pause)
     rec.update(status="ok", samples_s=result.samples_s, timer=result.method, ops=len(result.samples_s),
-               warmup_ops=timing.WARMUP_OPS, telemetry=tele, notes=result.notes,
+               warmup_ops=timing_multi.WARMUP_OPS, telemetry=tele, notes=result.notes,
                rank_time_median_s=comm.gather(statistics.median(result.own_samples_s), rank, n))
     del inp, out, op
     if device.type == "cuda":
@@ -197,7 +197,7 @@ def _time_ops(ctx, comm: _Comm, device: torch.device, op, measure_s: float, paus
     sampler = telemetry.Sampler(device.index if cuda and ctx.result_path and sample else None)
     clock = timing.sm_clock_hz({"sm_clock_max_mhz": telemetry.max_sm_clock_mhz(device.index)} if cuda else {},
                                nvml.torch_props(device.index) if cuda else None)
-    result = timing.time_ops(op, cuda, measure_s, lambda values: comm.reduce(values, "max"), comm.barrier, sampler,
+    result = timing_multi.time_ops(op, cuda, measure_s, lambda values: comm.reduce(values, "max"), comm.barrier, sampler,
                              clock, pause)
     if not sample:
         return result, {}
@@ -267,6 +267,6 @@ def _pair(ctx, comm: _Comm, device: torch.device, members: list[int], spec: dict
     x.fill_(START_VALUE)
     result, _ = _time_ops(ctx, comm, device, op, measure_s, pause, sample=False)
     rec.update(status="ok", samples_s=result.samples_s, timer=result.method, ops=len(result.samples_s),
-               warmup_ops=timing.WARMUP_OPS, telemetry={}, notes=result.notes,
+               warmup_ops=timing_multi.WARMUP_OPS, telemetry={}, notes=result.notes,
                rank_time_median_s=comm.gather(statistics.median(result.own_samples_s), index, m))
     return rec

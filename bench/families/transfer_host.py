@@ -3,7 +3,7 @@
 A pinned copy is cudaMemcpyAsync from page-locked memory: both directions overlap on
 the two copy engines, timed by bench/core/timing.py's two-stream timer. A pageable copy
 blocks the thread that issues it until its data is staged (h2d) or has arrived (d2h),
-so both ways at once need two host threads (timing.time_pair_threads).
+so both ways at once need two host threads (timing_multi.time_pair_threads).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core import nvml, timing, topology
+from ..core import nvml, timing, timing_multi, topology
 from ..core.devices import Target
 from ..core.harness import Status, Timed, error_message
 from ..core.units import human_bytes
@@ -240,10 +240,10 @@ def _measure_both_ways(target: Target, copy: Copy, state: State):
     budget = budget_for(copy, state.profile)
     if copy.memory == "pinned":
         how, timer = "two streams, a two-way event barrier per sample, spin-kernel hold", timing.CUDA_TIMER
-        run = lambda: timing.time_pair(issue_h2d, s_h2d, issue_d2h, s_d2h, budget, clock_hz=target.sm_clock_hz)  # noqa: E731
+        run = lambda: timing_multi.time_pair(issue_h2d, s_h2d, issue_d2h, s_d2h, budget, clock_hz=target.sm_clock_hz)  # noqa: E731
     else:
         how, timer = "two streams issued from two host threads, a barrier per sample", "cuda_events"
-        run = lambda: timing.time_pair_threads(issue_h2d, s_h2d, issue_d2h, s_d2h, budget)  # noqa: E731
+        run = lambda: timing_multi.time_pair_threads(issue_h2d, s_h2d, issue_d2h, s_d2h, budget)  # noqa: E731
     pair, window = observe([target.index], run)
     problem = compare(pairs)
     if problem:

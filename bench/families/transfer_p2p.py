@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core import identity, nvml, timing, topology
+from ..core import identity, nvml, timing, timing_multi, topology
 from ..core.devices import Target
 from ..core.harness import Status, Timed, error_message
 from ..core.normalize import NVLINK_GENERATION
@@ -162,7 +162,7 @@ def _measure_both_ways(target: Target, copy: Copy, state: State):
     if problem:
         return Status("wrong", problem)
     budget = budget_for(copy, state.profile)
-    timed, window = observe([i, j], lambda: timing.time_pair(issue_ij, s_i, issue_ji, s_j, budget,
+    timed, window = observe([i, j], lambda: timing_multi.time_pair(issue_ij, s_i, issue_ji, s_j, budget,
                                                              clock_hz=target.sm_clock_hz))
     problem = compare(pairs)
     if problem:
