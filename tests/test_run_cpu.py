@@ -41,7 +41,7 @@ def test_cpu_run_writes_one_valid_complete_csv(cpu_run):
     assert f"results: {files[0]}" in stdout
     res = read_results(files[0])
     assert res.complete
-    assert {r["family"] for r in res.rows} == {"memory", "matmul", "transfer", "collective"}  # default: all
+    assert {r["family"] for r in res.rows} == {"memory", "matmul", "transfer", "collective", "llm"}  # default: all
     by = {(r["benchmark"], r["provider"]): r for r in res.rows if r["family"] == "memory"}
     assert set(by) == {(b, p) for b in ("read", "write", "copy", "triad") for p in ("triton", "torch")}
     transfer = [r for r in res.rows if r["family"] == "transfer"]

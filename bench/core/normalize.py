@@ -14,6 +14,8 @@ One rule for every family, used when a row is measured and again when `report`,
   NVML counts between the pair x one link's rate; over PCIe the slower card's link;
 - collectives: busbw against the per-direction NVLink figure on one node with
   NVLink up (nccl-tests compares busbw with the link rate);
+- llm: attention rows against the dense claim of their dtype (as matmul rows), decode rows
+  (decode_attention, decode_gemm: GB/s of the bytes they must read) against memory bandwidth;
 - a MIG slice no entry names: nothing, with the reason on the row.
 
 PCIe per lane and encoding: PCI-SIG base specifications (Gen1-2 8b/10b, Gen3-5
@@ -47,15 +49,18 @@ _PCIE = {1: (2.5e9, 8 / 10), 2: (5e9, 8 / 10), 3: (8e9, 128 / 130), 4: (16e9, 12
 
 
 def claim_key(family: str, benchmark: str, dtype: str) -> str | None:
-    """The figure a memory or matmul row is normalized against: never a with-sparsity one.
+    """The figure a memory, matmul or llm row is normalized against: never a with-sparsity one.
 
     memory/* -> memory_bandwidth; matmul/*/<dtype> -> that dtype's dense figure (fp32 -> the
-    non-tensor fp32, fp64 -> fp64_tensor, fp16_acc16 -> fp16_acc16_dense); other families are
+    non-tensor fp32, fp64 -> fp64_tensor, fp16_acc16 -> fp16_acc16_dense); llm/decode_* ->
+    memory_bandwidth, other llm rows -> their dtype's dense figure; other families are
     compared with a link (pcie_bytes_per_s, nvlink_*), not with a figure of this kind.
     """
     if family == "memory":
         return "memory_bandwidth"
-    if family == "matmul":
+    if family == "llm" and benchmark.startswith("decode"):  # memory-bound: the bytes it must read
+        return "memory_bandwidth"
+    if family in ("matmul", "llm"):
         return _DTYPE_FIGURE.get((dtype or "").strip().lower())
     return None
 
@@ -63,7 +68,7 @@ def claim_key(family: str, benchmark: str, dtype: str) -> str | None:
 def columns(row: dict, entry: Entry | None, db) -> dict[str, object]:
     """Every normalization column of one row (NORMALIZE_KEYS), and `message` for a MIG slice."""
     family, benchmark = str(row.get("family", "")), str(row.get("benchmark", ""))
-    if family in ("memory", "matmul"):
+    if family in ("memory", "matmul", "llm"):
         out = spec_claim_columns(row, entry)
     elif family == "transfer" and benchmark in HOST_LINK_BENCHMARKS:
         out = _host_link(row, entry)

@@ -6,6 +6,6 @@ family keeps across cases), prepare(targets, state) (warnings before the first c
 smaller(case) and size_text(case) (out-of-memory retries), summary_lines(rows).
 No family imports another.
 """
-from . import collective, matmul, memory, transfer
+from . import collective, llm, matmul, memory, transfer
 
-FAMILIES = {f.NAME: f for f in (memory, matmul, transfer, collective)}
+FAMILIES = {f.NAME: f for f in (memory, matmul, transfer, collective, llm)}
