@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The one place this script touches cardbench: the results reader (change here when it moves).
-from bench.core.results import ResultsFileError, read_results  # noqa: E402
+from bench.core.results import ResultsFileError, read_results, results_files  # noqa: E402
 
 try:
     import tomllib
@@ -109,7 +109,7 @@ def _junit(path: Path) -> dict:
 def _rows(work: Path) -> tuple[list[dict], list[dict]]:
     """(measurement rows of every results file, one note per file)."""
     rows, files = [], []
-    for path in sorted((work / "results").rglob("*.csv")):
+    for path in results_files(work / "results"):
         try:
             res = read_results(path)
         except ResultsFileError as e:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ..core import specs
-from ..core.results import Results, ResultsFileError, card_key, read_results
+from ..core.results import Results, ResultsFileError, card_key, is_timeline, read_results, results_files
 from ..core.normalize import renormalize
 from . import report_roofline as roofline
 from .report_accept import AcceptFileError, find_verdicts
@@ -38,8 +38,8 @@ def load(paths: list[str]) -> list[Results]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(p.rglob("*.csv"))
-        elif p.suffix.lower() != ".xml":  # accept JUnit files are read by report_accept
+            files += results_files(p)
+        elif p.suffix.lower() != ".xml" and not is_timeline(p):  # JUnit, timelines: read apart
             files.append(p)
     if not files:
         raise ResultsFileError(paths[0] if paths else "(none)", None, None, "no results CSV found")
