@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core import specs, telemetry
 from ..core.normalize import renormalize
-from ..core.options import RunOptions
+from ..core.options import BurnOptions, RunOptions, duration
 from ..core.results import ResultsFileError, read_results
 
 from .accept_judge import (DERIVED_CLAIM, FAIL, INCONCLUSIVE, NOT_APPLICABLE, PASS, CardVerdict, Result,  # noqa: F401
@@ -116,9 +116,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="from_file", metavar="RESULTS.csv", help="judge an existing run instead of measuring")
     p.add_argument("--out", default="results", help="directory for the run's CSV and the birth certificates")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one test case per check per card")
+    p.add_argument("--burn-in", type=duration, metavar="TIME",
+                   help="after the families, run `cardbench burn` for TIME (10m, 1h) on the same devices and judge "
+                        "it too: silent data corruption, memory errors, ECC, stability, throttling, temperature, "
+                        "each GPU against the node's best")
     p.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones "
                    "(with --from, the rows are normalized again against them); a figure the file gives is "
                    "confirmed, so a check against it is judged even where the shipped claim is derived")
+
+
+def _burn_in(args, policy: Policy) -> Path | None:
+    """`cardbench burn` on the same devices, once they are idle and cool again; its results file."""
+    from . import burn, run
+
+    wait = idle_gate(policy)
+    try:
+        for target in run.setup(RunOptions(device=args.device, specs=args.specs)).targets:
+            wait(target, "the burn-in")
+    except Exception:  # the burn itself reports a bad device or spec file
+        pass
+    options = BurnOptions(device=args.device, duration_s=args.burn_in, out=args.out, specs=args.specs,
+                          argv=("cardbench", *args.argv))
+    return burn.execute(options)[1]
 
 
 def main(args) -> int:
@@ -138,18 +157,21 @@ def main(args) -> int:
         code, path = run.execute(options, before_family=idle_gate(policy))
         if path is None:
             return EXIT_INCONCLUSIVE  # nothing measured; run printed why
+    burn_path = _burn_in(args, policy) if args.burn_in else None
     try:
-        res = read_results(path)
+        runs = [read_results(p) for p in (path, burn_path) if p is not None]
     except ResultsFileError as e:
         print(f"cardbench accept: {e}", file=sys.stderr)
         return EXIT_INCONCLUSIVE
-    if not res.rows:
+    rows = [r for res in runs for r in res.rows]
+    if not rows:
         print(f"cardbench accept: {path}: no measurements to judge", file=sys.stderr)
         return EXIT_INCONCLUSIVE
     if args.from_file and args.specs:
-        renormalize(res.rows, db)  # the one normalization rule, against the --specs database
-    verdicts = judge(res.rows, policy, db)
-    print(f"\nacceptance ({policy.origin}), judging {path}" + ("" if res.complete else " (an incomplete run)"))
+        renormalize(rows, db)  # the one normalization rule, against the --specs database
+    verdicts = judge(rows, policy, db, burn_required=bool(args.burn_in))
+    judged = " and ".join(f"{res.path}" + ("" if res.complete else " (an incomplete run)") for res in runs)
+    print(f"\nacceptance ({policy.origin}), judging {judged}")
     print(render(verdicts))
     if args.junit:
         write_junit(verdicts, Path(args.junit))

@@ -206,8 +206,12 @@ class CardVerdict:
         return PASS
 
 
-def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None) -> list[CardVerdict]:
-    """Verdicts per card; `db` as in judge_check (loaded once here)."""
+def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None,
+          burn_required: bool = False) -> list[CardVerdict]:
+    """Verdicts per card; `db` as in judge_check (loaded once here). The burn checks are judged for a
+    card with burn rows, and for every card when `burn_required` (accept --burn-in)."""
+    from .accept_burn import burn_checks  # it imports this module's verdict names
+
     db = db if db is not None else specs.load()
     cards: dict[str, list[dict]] = {}
     for r in rows:
@@ -220,5 +224,7 @@ def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None) -> l
         if first["device_serial"]:
             label += f" serial {first['device_serial']}"
         results = [judge_check(c, card_rows, db) for c in policy.checks if c.enabled] + health_checks(policy, card_rows)
+        if burn_required or any(r["family"] == "burn" for r in card_rows):
+            results += burn_checks(policy, card_rows, rows)
         out.append(CardVerdict(key, label, results))
     return out

@@ -26,6 +26,9 @@ HEALTH_KEYS = {
     "max_other_processes": int, "max_temperature_c": (int, float),
 }
 HEALTH_CHECKS = ("pcie-link", "throttling", "ecc", "row-remap", "other-processes", "temperature")
+BURN_KEYS = {"max_mismatches": int, "max_memory_errors": int, "min_memtest_coverage_pct": (int, float),
+             "max_throughput_drop_pct": (int, float), "max_behind_best_pct": (int, float),
+             "temperature_margin_c": (int, float)}
 IDLE_KEYS = {"timeout_s": (int, float), "max_utilization_pct": (int, float), "settle_window_s": (int, float),
              "settle_delta_c": (int, float)}
 
@@ -52,6 +55,7 @@ class Policy:
     health: dict
     idle_gate: dict
     origin: str
+    burn: dict = field(default_factory=dict)  # the burn-in bars ([burn]; bench/commands/accept_burn.py)
 
 
 def _read_toml(path: str) -> dict:
@@ -113,9 +117,10 @@ def _section(path: str, data: dict, name: str, types: dict, base: dict) -> dict:
 
 
 def _parse(path: str, data: dict, base: Policy | None) -> Policy:
-    unknown = set(data) - {"check", "health", "idle_gate"}
+    unknown = set(data) - {"check", "health", "idle_gate", "burn"}
     if unknown:
-        raise PolicyError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (allowed: check, health, idle_gate)")
+        raise PolicyError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (allowed: check, health, idle_gate, "
+                          "burn)")
     checks = {c.name: c for c in base.checks} if base else {}
     seen = set()
     raw_checks = data.get("check", [])
@@ -135,14 +140,16 @@ def _parse(path: str, data: dict, base: Policy | None) -> Policy:
             raise PolicyError(f"{path}: [health], field 'forbidden_clock_reasons': unknown reason '{reason}' "
                               f"(known: {', '.join(telemetry.CLOCKS_EVENT_REASONS.values())})")
     idle = _section(path, data, "idle_gate", IDLE_KEYS, base.idle_gate if base else {})
-    return Policy(list(checks.values()), health, idle, path)
+    burn = _section(path, data, "burn", BURN_KEYS, base.burn if base else {})
+    return Policy(list(checks.values()), health, idle, path, burn)
 
 
 def load_policy(user_file: str | None = None) -> Policy:
     """The shipped policy, overridden key by key by the user's file."""
     shipped = resources.files(__package__) / "policy.toml"
     policy = _parse(SHIPPED_LABEL, tomllib.loads(shipped.read_text(encoding="utf-8")), None)
-    missing = set(HEALTH_KEYS) - set(policy.health) or set(IDLE_KEYS) - set(policy.idle_gate)
+    missing = set(HEALTH_KEYS) - set(policy.health) or set(IDLE_KEYS) - set(policy.idle_gate) or \
+        set(BURN_KEYS) - set(policy.burn)
     if missing:
         raise PolicyError(f"{SHIPPED_LABEL}: missing {', '.join(sorted(missing))}")
     if user_file:

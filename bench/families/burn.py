@@ -246,7 +246,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
         if r["benchmark"] == "soak" and r["status"] in ("ok", "wrong"):
             drop = (f", first {p['window_s']} s {p['throughput_first_window']:,.1f} -> last {p['window_s']} s "
                     f"{p['throughput_last_window']:,.1f} {r['unit']} ({-p['drop_pct']:+.1f}%)") if p.get("window_s") else ""
-            value = f"{float(r['value']):,.1f} {r['unit']}" if r["value"] else "no value (wrong)"
+            value = f"{float(r['value']):,.1f} {r['unit']}" if r.get("value") not in (None, "") else "WRONG"
             lines.append(f"burn {where} {r['dtype']}: {value}{drop}; {p.get('iterations', 0)} iterations, "
                          f"{p.get('mismatch_iterations', 0)} mismatching; {p.get('cross_check', '')}")
         elif r["benchmark"] == "memtest" and "bytes_tested" in p:

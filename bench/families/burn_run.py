@@ -72,10 +72,10 @@ class Burn:
         try:
             launch.run(WORKER, payload, launch.local_job(1), [{"rank": 0, "local_rank": 0, "device": k}],
                        self.timeout_s, result_rank=0, host_store=True, on_record=lambda rec: self.add(k, rec))
-        except launch.WorkerFailure as e:
-            self.failure[k] = str(e)
+        except launch.WorkerFailure as e:  # launch names the rank (0: each device is its own job) and host
+            self.failure[k] = f"{k}'s worker: {e}"
         except Exception as e:  # a worker that cannot even start
-            self.failure[k] = error_message(e)
+            self.failure[k] = f"{k}'s worker: {error_message(e)}"
         finally:
             with self.changed:
                 self.ended[k] = True
@@ -85,6 +85,9 @@ class Burn:
         with self.changed:
             self.records[k].append(record)
             self.changed.notify_all()
+        if record.get("kind") == "phase":
+            print(f"burn: {k} {record['phase']} at {time.monotonic() - self.started:.1f} s", file=sys.stderr,
+                  flush=True)
 
     def find(self, k: str, kind: str, dtype: str | None = None) -> list[dict]:
         with self.changed:
