@@ -144,3 +144,25 @@ def _workers_alive(parent: int) -> bool:
     except OSError:
         return False
     return any(line.split(None, 1)[0] == str(parent) and "bench.core.launch" in line for line in out.splitlines()[1:])
+
+
+def test_prometheus_gets_each_gpus_burn_counts(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bench.commands import burn as burn_cmd
+    from bench.core.results import COLUMNS
+
+    def row(index, benchmark, **params):
+        r = dict.fromkeys(COLUMNS, "")
+        r.update(family="burn", benchmark=benchmark, device_index=str(index), device_uuid=f"GPU-{index}",
+                 device_name="NVIDIA H200", host="node7", status="wrong", params=json.dumps(params),
+                 timestamp_utc="2026-11-29T12:00:00+00:00")
+        return r
+    rows = [row(0, "soak", mismatch_iterations=2), row(0, "memtest", errors=0),
+            row(1, "soak", mismatch_iterations=0, cross_differ=["cuda:0"]), row(1, "memtest", errors=5)]
+    burn_cmd._prometheus(str(tmp_path / "cardbench.prom"), rows)
+    samples = {(s.name, s.labels["uuid"]): s.value
+               for fam in text_string_to_metric_families((tmp_path / "cardbench.prom").read_text())
+               for s in fam.samples if s.name.startswith("cardbench_burn")}
+    assert samples == {("cardbench_burn_mismatches", "GPU-0"): 2, ("cardbench_burn_memory_errors", "GPU-0"): 0,
+                       ("cardbench_burn_mismatches", "GPU-1"): 1, ("cardbench_burn_memory_errors", "GPU-1"): 5}

@@ -62,3 +62,14 @@ def test_every_measured_row_carries_its_energy_and_per_watt_value():
     assert row["value"] == pytest.approx(4.0)
     assert row["value_per_watt"] == pytest.approx(0.4)  # 10 W
     assert row["joules_per_call"] == pytest.approx(20.0)
+
+
+def test_a_schema_1_file_reads_with_the_energy_columns_empty():
+    from pathlib import Path
+
+    from bench.core.results import COLUMNS, ENERGY_COLUMNS, read_results
+
+    res = read_results(Path(__file__).parent / "fixtures" / "results_schema_v1.csv")
+    assert res.schema_version == 1
+    assert all(list(r) == COLUMNS and all(r[c] == "" for c in ENERGY_COLUMNS) for r in res.rows)
+    assert list(res.frame().columns) == COLUMNS

@@ -247,13 +247,17 @@ def summary_lines(rows: list[dict]) -> list[str]:
             drop = (f", first {p['window_s']} s {p['throughput_first_window']:,.1f} -> last {p['window_s']} s "
                     f"{p['throughput_last_window']:,.1f} {r['unit']} ({-p['drop_pct']:+.1f}%)") if p.get("window_s") else ""
             value = f"{float(r['value']):,.1f} {r['unit']}" if r.get("value") not in (None, "") else "WRONG"
-            lines.append(f"burn {where} {r['dtype']}: {value}{drop}; {p.get('iterations', 0)} iterations, "
-                         f"{p.get('mismatch_iterations', 0)} mismatching; {p.get('cross_check', '')}")
+            lines.append(f"burn {where} {r['dtype']} soak: {value}{drop}; {p.get('iterations', 0)} iterations "
+                         f"compared with the first, {p.get('mismatch_iterations', 0)} differ; against the other "
+                         f"GPUs: {p.get('cross_check', 'not compared')}")
         elif r["benchmark"] == "memtest" and "bytes_tested" in p:
-            lines.append(f"burn {where} memory test: {p['bytes_tested'] / 2**30:,.2f} GiB of "
-                         f"{p['free_bytes'] / 2**30:,.2f} GiB free ({p['coverage']:.1%}), {p['errors']} error(s); "
-                         f"ECC: {_ecc_text(p)}")
+            lines.append(f"burn {where} memory test: {_size(p['bytes_tested'])} of {_size(p['free_bytes'])} free "
+                         f"({p['coverage']:.1%}), {p['errors']} wrong word(s); ECC: {_ecc_text(p)}")
     return lines + behind_lines(rows)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def _ecc_text(p: dict) -> str:
