@@ -120,8 +120,8 @@ def test_a_signal_stops_every_worker_and_keeps_the_rows_marked_incomplete(tmp_pa
             time.sleep(0.2)
         time.sleep(2.5)  # a few seconds of soak
         proc.send_signal(sig)
-        out = proc.communicate(timeout=60)[0]
-        reader.join(timeout=5)
+        proc.wait(timeout=60)  # stderr is the reader's alone (communicate would take lines from it)
+        reader.join(timeout=10)
         err = "".join(lines)
     finally:
         proc.kill()

@@ -102,3 +102,35 @@ def test_timeline_reader_names_damage():
     p.write_text(head + "\n" + ",".join(good.values()) + "\n" + ",".join(end.values())[:20])  # torn: dropped
     line = timeline.read_timeline(p)
     assert not line.complete and len(line.rows) == 1
+
+
+def test_gpu_check_burns_60_seconds_and_summarizes_the_burn(tmp_path):
+    import csv
+    import io
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / ".ci" / "gpu-check").read_text()
+    assert 'step burn 75 "$PY" -m bench burn --duration 60s' in script
+    assert "! -name '*.timeline.csv'" in script  # the merge takes results files, not timelines
+    # A real CPU burn's rows relabelled as a GPU's: the summary lists them per device.
+    text = (root / "tests" / "fixtures" / "results_schema_v2.csv").read_text()
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = [dict(r, device_index="0", device_name="NVIDIA H200") for r in reader]
+    (tmp_path / "results" / "burn").mkdir(parents=True)
+    with open(tmp_path / "results" / "burn" / "b.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=reader.fieldnames, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    (tmp_path / "steps.tsv").write_text("burn\t0\t68000\t75\n")
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, str(root / ".ci" / "gpu_summary.py"), "summary", str(tmp_path),
+                           str(tmp_path / "s.json")], capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    burn = json.loads((tmp_path / "s.json").read_text())["burn"]
+    assert [(b["benchmark"], b["dtype"], b["status"]) for b in burn] == [
+        ("soak", "bf16", "ok"), ("soak", "fp8", "ok"), ("memtest", "uint32", "ok")]
+    assert burn[0]["mismatch_iterations"] == 0 and burn[2]["errors"] == 0

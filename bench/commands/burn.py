@@ -28,7 +28,7 @@ from ..core import devices, faults, harness, identity, prometheus, specs, timeli
 from ..core.options import BurnOptions, duration
 from ..core.results import ResultsWriter, new_run_id, results_path, timeline_path
 from ..families import burn as family
-from .run import Interrupted, _on_sigterm, setup
+from .run import Interrupted, _on_sigterm, _warn_before, setup
 from .run_output import first_line, header, print_table, spec_line
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_BAD_INPUT = 0, 1, 2
@@ -102,6 +102,7 @@ def execute(options: BurnOptions) -> tuple[int, Path | None]:
         print(f"cardbench burn: cannot write results to {options.out}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT, None
     items = [(t, c) for phase in range(len(family.DTYPES) + 1) for t in targets for c in [family.cases(t, run)[phase]]]
+    _warn_before(run, [(t, family, c) for t, c in items])  # other processes on a card, another cardbench run
     state = run.state(family)
     state.start(line)
     code = _measure(run, state, items, writer, line, options)

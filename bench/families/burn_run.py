@@ -43,6 +43,8 @@ class Burn:
         self.targets, self.duration_s, self.timeout_s = list(targets), duration_s, timeout_s
         self.injected = injected  # faults for the first device only (CARDBENCH_INJECT_FAULT)
         self.records: dict[str, list[dict]] = {key(t): [] for t in targets}
+        self._by_kind: dict[tuple[str, str], list[dict]] = {}  # (device, kind) -> its records, in order
+        self._now: dict[str, tuple[str, float | None]] = dict.fromkeys(self.records, ("start", None))
         self.failure: dict[str, str] = dict.fromkeys(self.records, "")
         self.ended: dict[str, bool] = dict.fromkeys(self.records, False)
         self.before: dict[str, dict] = {}  # each GPU's ECC and remap state when the burn started
@@ -84,6 +86,11 @@ class Burn:
     def add(self, k: str, record: dict) -> None:
         with self.changed:
             self.records[k].append(record)
+            self._by_kind.setdefault((k, record.get("kind", "")), []).append(record)
+            if record.get("kind") == "phase":
+                self._now[k] = (record["phase"], None)
+            elif record.get("kind") == "second":
+                self._now[k] = (self._now[k][0], record["flop_per_s"])
             self.changed.notify_all()
         if record.get("kind") == "phase":
             print(f"burn: {k} {record['phase']} at {time.monotonic() - self.started:.1f} s", file=sys.stderr,
@@ -91,7 +98,7 @@ class Burn:
 
     def find(self, k: str, kind: str, dtype: str | None = None) -> list[dict]:
         with self.changed:
-            return [r for r in self.records[k] if r.get("kind") == kind and (dtype is None or r.get("dtype") == dtype)]
+            return [r for r in self._by_kind.get((k, kind), []) if dtype is None or r.get("dtype") == dtype]
 
     def wait(self, k: str, kind: str, dtype: str | None = None) -> dict | None:
         """The first record of this kind (and dtype) from device k, once made; None when its worker ended without it."""
@@ -105,13 +112,7 @@ class Burn:
     def latest(self, k: str) -> tuple[str, float | None]:
         """(phase, FLOP/s of the last whole second of soak, when the phase is a soak) of device k now."""
         with self.changed:
-            phase, flops = "start", None
-            for r in self.records[k]:
-                if r.get("kind") == "phase":
-                    phase, flops = r["phase"], None
-                elif r.get("kind") == "second":
-                    flops = r["flop_per_s"]
-            return phase, flops
+            return self._now[k]
 
     def stop(self, reason: str) -> None:
         """Every worker ends its phase at its next batch or pass, reports it, and exits."""

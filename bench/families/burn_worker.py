@@ -26,7 +26,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS mak
 
 import torch  # noqa: E402
 
-from ..core import faults, telemetry  # noqa: E402
+from ..core import telemetry  # noqa: E402
 from ..core.devices import host_available_bytes  # noqa: E402
 from ..core.harness import error_message, is_out_of_memory  # noqa: E402
 from ..kernels import matmul_ref, quant  # noqa: E402
@@ -182,11 +182,10 @@ def worker(ctx, payload: dict) -> None:
     planned = burn_memtest.estimate_s(probe["seconds"], probe["bytes"], probe["region_bytes"])
     share = max(MIN_SOAK_S, (deadline - time.monotonic() - planned) / max(1, len(gemms)))
     flip = int(injected["bitflip"] or 3) if "bitflip" in injected else None
-    for n, (dtype, gemm) in enumerate(gemms.items()):
-        if stop():
-            break
-        _soak(ctx, gemm, index, clock, share, stop, flip if n == 0 else None)
-    del gemms
+    for n, dtype in enumerate(list(gemms)):
+        if not stop():
+            _soak(ctx, gemms[dtype], index, clock, share, stop, flip if n == 0 else None)
+        del gemms[dtype]  # its buffers go back before the memory test
     if not stop():
         _memtest(ctx, device, ops, clock, probe, stop, "memtest" in injected)
     ctx.emit({"kind": "phase", "phase": "done"})
