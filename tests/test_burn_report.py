@@ -134,3 +134,16 @@ def test_gpu_check_burns_60_seconds_and_summarizes_the_burn(tmp_path):
     assert [(b["benchmark"], b["dtype"], b["status"]) for b in burn] == [
         ("soak", "bf16", "ok"), ("soak", "fp8", "ok"), ("memtest", "uint32", "ok")]
     assert burn[0]["mismatch_iterations"] == 0 and burn[2]["errors"] == 0
+
+
+def test_a_burn_is_reported_beside_the_cards_benchmark_run_not_instead(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    shutil.copy(fixtures / "results_schema_v1.csv", tmp_path / "run.csv")  # a CPU memory run on host vm
+    shutil.copy(fixtures / "results_schema_v2.csv", tmp_path / "burn.csv")  # a later CPU burn, same host
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Reported run: run.csv" in md and "Burn-in: Reported run: burn.csv" in md
+    assert "| memory copy" in md and "Burn-in (`cardbench burn`):" in md

@@ -141,6 +141,7 @@ def test_the_soak_is_deterministic_across_iterations_and_processes(dtype):
     here = _digest(dtype, 256)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     code = (f"import torch; torch.set_num_threads(1); import sys; sys.path.insert(0, 'tests'); "
+            f"from bench.families import burn_worker; burn_worker.deterministic(); "
             f"from test_burn_soak import _digest; print(_digest({dtype!r}, 256))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -165,7 +166,7 @@ def test_fingerprints_tell_rows_apart():
 GPU_SOAK = """
 import json, torch
 from bench.families import burn_worker as w, burn_soak as s
-torch.use_deterministic_algorithms(True)
+w.deterministic()
 out = {}
 for dtype in ("bf16", "fp8"):
     g = w.make_gemm(dtype, torch.device("cuda", 0), 4096)

@@ -72,7 +72,9 @@ def _memtest(b: dict, memtests: list[dict]) -> Result:
     if r["status"] == "error" or "coverage" not in p:
         return Result("burn-memtest", INCONCLUSIVE, "", bar, f"{r['status']}: {r['message']}")
     coverage = 100.0 * float(p["coverage"])
-    measured = f"{errors} errors in {int(p['bytes_tested']) / 2**30:,.2f} GiB ({coverage:.1f}% of free)"
+    tested = int(p["bytes_tested"])
+    size = f"{tested / 2**30:,.2f} GiB" if tested >= 2**30 else f"{tested / 2**20:,.1f} MiB"
+    measured = f"{errors} errors in {size} ({coverage:.1f}% of free)"
     if coverage < b["min_memtest_coverage_pct"]:
         return Result("burn-memtest", INCONCLUSIVE, measured, bar, "the test covered too little of the free memory"
                       + (" (CPU mode: a small host test)" if r["device_index"] == "" else ""))

@@ -22,15 +22,13 @@ import os
 import time
 from dataclasses import dataclass, field
 
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS makes its first handle
+import torch
 
-import torch  # noqa: E402
-
-from ..core import telemetry  # noqa: E402
-from ..core.devices import host_available_bytes  # noqa: E402
-from ..core.harness import error_message, is_out_of_memory  # noqa: E402
-from ..kernels import matmul_ref, quant  # noqa: E402
-from . import burn_memtest, burn_soak  # noqa: E402
+from ..core import telemetry
+from ..core.devices import host_available_bytes
+from ..core.harness import error_message, is_out_of_memory
+from ..kernels import matmul_ref, quant
+from . import burn_memtest, burn_soak
 
 SEED = 20261129  # the soak's inputs: fixed, the same on every device
 DTYPES = ("bf16", "fp8")
@@ -150,13 +148,20 @@ def _stop(path: str):
     return stop
 
 
+def deterministic() -> None:
+    """cuBLAS with a fixed workspace and torch's deterministic mode; call before the process's first
+    GEMM (cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it makes its handle)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+
+
 def worker(ctx, payload: dict) -> None:
     """One device's burn (bench/core/launch.py calls it): soak each dtype, then the memory test."""
+    deterministic()
     device = torch.device(ctx.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
-    torch.use_deterministic_algorithms(True)
     deadline = time.monotonic() + payload["duration_s"]
     stop = _stop(payload["stop_path"])
     injected = payload.get("faults", {})
