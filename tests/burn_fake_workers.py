@@ -56,3 +56,13 @@ def dying_worker(ctx, payload):
                 os._exit(3)
         ctx.emit = emit
     node_worker(ctx, payload)
+
+
+def corrupting_then_dying_worker(ctx, payload):
+    """cuda:0 finds two mismatching iterations in its first seconds of bf16, then dies."""
+    if ctx.device != "cuda:0":
+        return node_worker(ctx, payload)
+    ctx.emit({"kind": "phase", "phase": "soak bf16"})
+    for k in range(3):
+        ctx.emit({"kind": "second", "dtype": "bf16", "second": k, "flop_per_s": 7e14, "mismatching": min(k, 2)})
+    os._exit(9)

@@ -163,3 +163,14 @@ def test_rows_written_by_the_harness_read_back(monkeypatch, tmp_path):
     res = read_results(tmp_path / "r.csv")
     assert res.complete and len(res.rows) == 9
     assert sum(r["status"] == "wrong" for r in res.rows) == 1  # cuda:2's first bf16 result
+
+
+def test_mismatches_found_before_a_worker_died_are_still_a_failure(monkeypatch, tmp_path):
+    nv, devices, targets, run, state, writer = _burn(monkeypatch, tmp_path, "corrupting_then_dying_worker")
+    bf16 = _measure(run, targets, "soak", "bf16")
+    state.sampler.stop()
+    writer.close(True, "complete")
+    row = bf16["cuda:0"]
+    assert row["status"] == "wrong"
+    assert row["message"].startswith("silent data corruption on cuda:0: 2 bf16 iteration(s) differed")
+    assert "exited with code 9" in row["message"]

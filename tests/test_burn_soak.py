@@ -86,6 +86,25 @@ def test_slow_launches_still_keep_the_batches_queued(monkeypatch):
     assert (cuda.busy_s("gemm") + cuda.busy_s("compare")) / soak.seconds > 0.98
 
 
+def test_each_second_reports_the_mismatches_found_so_far(monkeypatch):
+    cuda, seen = install(monkeypatch, burn_soak, launch_s=10e-6), []
+    side = cuda.Stream()
+
+    flipped = {1000}  # an iteration about 1.6 s in
+
+    def step(i, slot, j):
+        cuda.kernel(GEMM_S, label="gemm")()
+
+    def counted(slot, end, n, first=[1]):
+        side.wait_event(end)
+        values = [1 if first[0] + j in flipped else 0 for j in range(n)]
+        first[0] += n
+        return lambda: values
+    burn_soak.run(step, counted, FLOP, 3.0, burn_soak.Clock(cuda=True),
+                  on_second=lambda k, work, mismatching: seen.append((k, mismatching)))
+    assert seen[0] == (0, 0) and seen[-1][1] == 1 and [m for _, m in seen] == sorted(m for _, m in seen)
+
+
 def test_bins_spread_a_batch_over_the_seconds_it_ran_in():
     seen = []
     bins = burn_soak._Bins(lambda k, work: seen.append((k, work)))

@@ -151,10 +151,15 @@ def injected_note() -> str:
 
 
 def _unfinished(burn: Burn, k: str, dtype: str | None) -> Status:
-    """A phase the worker never reported: what it did report (seconds of soak, mismatches) in params."""
+    """A phase the worker never finished: what it did report (seconds of soak, mismatches) in params;
+    mismatches it had found are silent data corruption all the same."""
     seconds = burn.find(k, "second", dtype) if dtype else []
-    params = {"seconds_reported": len(seconds)}
+    found = max((int(s.get("mismatching", 0)) for s in seconds), default=0)
+    params = {"seconds_reported": len(seconds), "mismatch_iterations": found}
     why = f"not measured: {burn.why_missing(k)}"
+    if found:
+        return Status("wrong", f"silent data corruption on {k}: {found} {dtype} iteration(s) differed from the first "
+                               f"in {len(seconds)} s of soak; then {why}", params)
     return Status("error", why, params)
 
 

@@ -110,12 +110,12 @@ def run(step: Callable[[int, int, int], None], readback: Callable, work: float, 
         first: int = 1, stop: Callable[[], str] = lambda: "", on_second=None) -> Soak:
     """Run iterations first, first+1, ... for `duration_s` of host time; `work` is one iteration's.
 
-    `stop()` returns why to end early ("" to go on); `on_second(k, work)` is called as each
-    second of soak completes. Mismatch times are seconds from the soak's start, placed within
-    their batch (within BATCH_S).
+    `stop()` returns why to end early ("" to go on); `on_second(k, work, mismatching)` is called
+    as each second of soak completes, with the mismatching iterations found so far. Mismatch
+    times are seconds from the soak's start, placed within their batch (within BATCH_S).
     """
     out = Soak()
-    bins = _Bins(on_second)
+    bins = _Bins((lambda k, w: on_second(k, w, out.mismatch_iterations)) if on_second is not None else None)
     start = clock.event()
     start.record()
     started = time.perf_counter()
@@ -128,9 +128,6 @@ def run(step: Callable[[int, int, int], None], readback: Callable, work: float, 
         end.synchronize()
         t1 = start.elapsed_time(end) / 1e3
         t0 = state["prev_end"]
-        bins.add(t0, t1, work * n)
-        state["prev_end"], out.seconds, out.iterations = t1, t1, out.iterations + n
-        state["per_iteration"] = (t1 - t0) / n if t1 > t0 else state["per_iteration"]
         for j, count in enumerate(counts[:n]):
             if count:
                 out.mismatch_iterations += 1
@@ -138,6 +135,9 @@ def run(step: Callable[[int, int, int], None], readback: Callable, work: float, 
                 if len(out.mismatches) < MAX_LISTED:
                     out.mismatches.append({"iteration": i0 + j, "time_s": t0 + (j + 1) * (t1 - t0) / n,
                                            "elements": int(count)})
+        bins.add(t0, t1, work * n)
+        state["prev_end"], out.seconds, out.iterations = t1, t1, out.iterations + n
+        state["per_iteration"] = (t1 - t0) / n if t1 > t0 else state["per_iteration"]
 
     i, slot = first, 0
     while True:

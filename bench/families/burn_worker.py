@@ -251,9 +251,9 @@ def _soak(ctx, gemm: Gemm, index, clock, seconds: float, stop, flip_at) -> None:
         ctx.emit({"kind": "reference", "dtype": dtype, "fingerprint": fingerprint(gemm.out)})
         compare = Compare(gemm, flip_at)
 
-        def second(k: int, work: float) -> None:
+        def second(k: int, work: float, mismatching: int) -> None:
             ctx.progress(f"soak {dtype} second {k + 1}")
-            ctx.emit({"kind": "second", "dtype": dtype, "second": k, "flop_per_s": work})
+            ctx.emit({"kind": "second", "dtype": dtype, "second": k, "flop_per_s": work, "mismatching": mismatching})
 
         flop = 2.0 * gemm.size ** 3
         with telemetry.Sampler(index, interval_s=SAMPLE_S) as sampler:
