@@ -114,7 +114,7 @@ def test_gpu_check_burns_60_seconds_and_summarizes_the_burn(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     script = (root / ".ci" / "gpu-check").read_text()
-    assert 'step burn 75 "$PY" -m bench burn --duration 60s' in script
+    assert 'step burn 85 "$PY" -m bench burn --duration 60s' in script
     assert "! -name '*.timeline.csv'" in script  # the merge takes results files, not timelines
     # A real CPU burn's rows relabelled as a GPU's: the summary lists them per device.
     text = (root / "tests" / "fixtures" / "results_schema_v2.csv").read_text()
@@ -125,7 +125,7 @@ def test_gpu_check_burns_60_seconds_and_summarizes_the_burn(tmp_path):
         w = csv.DictWriter(f, fieldnames=reader.fieldnames, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    (tmp_path / "steps.tsv").write_text("burn\t0\t68000\t75\n")
+    (tmp_path / "steps.tsv").write_text("burn\t0\t68000\t85\n")
     env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.run([sys.executable, str(root / ".ci" / "gpu_summary.py"), "summary", str(tmp_path),
                            str(tmp_path / "s.json")], capture_output=True, text=True, env=env, cwd=root, timeout=120)

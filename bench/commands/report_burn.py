@@ -17,21 +17,15 @@ PANELS = (("sm_clock_mhz", "SM clock (MHz)"), ("power_w", "power (W)"), ("temp_g
 
 def find_timelines(paths: list[str], runs: list[Results]) -> list[tuple[str, Timeline]]:
     """(node title, timeline) of every timeline beside an input results file or named or found in the inputs."""
-    files: dict[Path, str] = {}
-    hosts = {}
-    for res in runs:
-        if res.rows:
-            hosts[timeline_path(res.path).resolve()] = (res.rows[0]["host"], res.rows[0]["run_id"])
-        if timeline_path(res.path).exists():
-            files[timeline_path(res.path).resolve()] = ""
+    files = {timeline_path(res.path).resolve() for res in runs if timeline_path(res.path).exists()}
     for p in map(Path, paths):
         found = sorted(p.rglob("*.csv")) if p.is_dir() else [p]
-        files.update({f.resolve(): "" for f in found if is_timeline(f)})
+        files |= {f.resolve() for f in found if is_timeline(f)}
+    hosts = {r["run_id"]: r["host"] for res in runs for r in res.rows}  # a merged file keeps each row's run
     out = []
     for f in sorted(files):
         line = read_timeline(f)  # a damaged timeline is bad input, as a damaged results file is
-        host, run_id = hosts.get(f, ("", line.rows[0]["run_id"] if line.rows else ""))
-        out.append((f"Burn timeline: {host or f.name} (run {run_id})", line))
+        out.append((f"Burn timeline: {hosts.get(line.run_id) or f.name} (run {line.run_id or 'unknown'})", line))
     return out
 
 

@@ -84,6 +84,7 @@ class Timeline:
     rows: list[dict[str, str]]  # the samples (the closing row removed)
     complete: bool
     end_message: str
+    run_id: str = ""
 
 
 def read_timeline(path: str | os.PathLike) -> Timeline:
@@ -127,7 +128,9 @@ def read_timeline(path: str | os.PathLike) -> Timeline:
             end = row
         else:
             rows.append(row)
-    return Timeline(str(path), rows, end is not None and end["phase"] == "complete", end["message"] if end else "")
+    run_id = (rows[0] if rows else end or {}).get("run_id", "")
+    return Timeline(str(path), rows, end is not None and end["phase"] == "complete", end["message"] if end else "",
+                    run_id)
 
 
 def _finite(text: str) -> bool:
