@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The one place this script touches cardbench: the results reader (change here when it moves).
-from bench.core.results import ResultsFileError, read_results  # noqa: E402
+from bench.core.results import ResultsFileError, read_results, results_files  # noqa: E402
 
 try:
     import tomllib
@@ -109,7 +109,7 @@ def _junit(path: Path) -> dict:
 def _rows(work: Path) -> tuple[list[dict], list[dict]]:
     """(measurement rows of every results file, one note per file)."""
     rows, files = [], []
-    for path in sorted((work / "results").rglob("*.csv")):
+    for path in results_files(work / "results"):
         try:
             res = read_results(path)
         except ResultsFileError as e:
@@ -168,6 +168,23 @@ def key_numbers(rows: list[dict], ref: dict) -> dict:
     }
 
 
+BURN_PARAMS = ("iterations", "mismatch_iterations", "drop_pct", "cross_check", "coverage", "errors",
+               "ecc_new_uncorrectable", "temp_gpu_max_c", "temp_mem_max_c", "temp_slowdown_c")
+
+
+def burn_summary(rows: list[dict]):
+    """What the burn step found per GPU: each soak's sustained rate, stability and mismatches; the memory test."""
+    out = []
+    for r in rows:
+        if r["family"] != "burn":
+            continue
+        p = json.loads(r["params"]) if r["params"] else {}
+        out.append({"device": r["device_index"], "benchmark": r["benchmark"], "dtype": r["dtype"],
+                    "status": r["status"], "value": float(r["value"]) if r["value"] else None, "unit": r["unit"],
+                    "message": r["message"][:300], **{k: p[k] for k in BURN_PARAMS if k in p}})
+    return out or NOT_MEASURED
+
+
 def summary(work: Path) -> dict:
     steps = _steps(work)
     rows, files = _rows(work)
@@ -179,6 +196,7 @@ def summary(work: Path) -> dict:
         "device": {k: first.get(k, "") for k in ("device_name", "compute_capability", "driver_version",
                                                  "torch_version", "triton_version", "cuda_runtime_version")},
         "numbers": key_numbers(gpu, ref),
+        "burn": burn_summary(gpu),
         "reference_card": "one NVIDIA H200 SXM (.ci/gpu_reference.toml)",
         "tests": {name: _junit(work / f"junit-{name}.xml") for name in ("gpu-tests", "kernel-build-all", "accept")},
         "family_seconds": {n.removeprefix("run-"): s["seconds"] for n, s in steps.items() if n.startswith("run-")},

@@ -13,6 +13,7 @@ COMMANDS = {
     "compare": ("compare", "per-metric change between two runs, with confidence intervals"),
     "report": ("report", "publishable measured-versus-claimed report (Markdown, HTML, plots)"),
     "history": ("history", "each card's headline numbers over time, version changes marked"),
+    "burn": ("burn", "every GPU under sustained load at once, every result checked (burn-in)"),
     "size": ("size", "will a model fit, and how fast: fine-tuning memory, step time, inference"),
     "specs": ("specs", "the spec-sheet entries with their sources"),
     "env": ("env", "the machine: cards, links, topology, NUMA, ECC, versions (--json for scripts)"),

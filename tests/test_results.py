@@ -35,7 +35,7 @@ def test_round_trip_keeps_full_precision_and_samples(tmp_path):
     path = write_run(tmp_path / "r.csv", [ok_row(), ok_row(benchmark="read", status="skipped", value=None,
                                                           samples="", message="not here")])
     res = read_results(path)
-    assert res.complete and res.end_message == "complete" and res.schema_version == 1
+    assert res.complete and res.end_message == "complete" and res.schema_version == results.SCHEMA_VERSION
     assert len(res.rows) == 2
     assert float(res.rows[0]["value"]) == 1234.5678901234
     assert results.parse_samples(res.rows[0]["samples"]) == [1200.0, 1234.5678901234, 1300.25]

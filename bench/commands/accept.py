@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core import prometheus, specs, telemetry
 from ..core.normalize import renormalize
-from ..core.options import RunOptions
+from ..core.options import BurnOptions, RunOptions, duration
 from ..core.results import ResultsFileError, read_results
 
 from .accept_judge import (DERIVED_CLAIM, FAIL, INCONCLUSIVE, NOT_APPLICABLE, PASS, CardVerdict, Result,  # noqa: F401
@@ -116,6 +116,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="from_file", metavar="RESULTS.csv", help="judge an existing run instead of measuring")
     p.add_argument("--out", default="results", help="directory for the run's CSV and the birth certificates")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one test case per check per card")
+    p.add_argument("--burn-in", type=duration, metavar="TIME",
+                   help="after the families, run `cardbench burn` for TIME (10m, 1h) on the same devices and judge "
+                        "it too: silent data corruption, memory errors, ECC, stability, throttling, temperature, "
+                        "each GPU against the node's best")
     p.add_argument("--specs", metavar="FILE", help="TOML spec entries that add to or override the shipped ones "
                    "(with --from, the rows are normalized again against them); a figure the file gives is "
                    "confirmed, so a check against it is judged even where the shipped claim is derived")
@@ -124,6 +128,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "sweeps; gate: the policy's [profile.gate] cases on every GPU at once, judged by the checks "
                         "it lists (health, link, drift, one memory and one matmul point: for Slurm prologs)")
     prometheus.add_argument(p)
+
+
+def _burn_in(args, policy: Policy) -> Path | None:
+    """`cardbench burn` on the same devices, once they are idle and cool again; its results file."""
+    from . import burn, run
+
+    wait = idle_gate(policy)
+    try:
+        for target in run.setup(RunOptions(device=args.device, specs=args.specs)).targets:
+            wait(target, "the burn-in")
+    except Exception:  # the burn itself reports a bad device or spec file
+        pass
+    options = BurnOptions(device=args.device, duration_s=args.burn_in, out=args.out, specs=args.specs,
+                          argv=("cardbench", *args.argv))
+    return burn.execute(options)[1]
 
 
 def main(args) -> int:
@@ -154,19 +173,21 @@ def main(args) -> int:
             code, path = run.execute(options, before_family=idle_gate(policy))
         if path is None:
             return EXIT_INCONCLUSIVE  # nothing measured; run printed why
+    burn_path = _burn_in(args, policy) if args.burn_in else None
     try:
-        res = read_results(path)
+        runs = [read_results(p) for p in (path, burn_path) if p is not None]
     except ResultsFileError as e:
         print(f"cardbench accept: {e}", file=sys.stderr)
         return EXIT_INCONCLUSIVE
-    if not res.rows:
+    rows = [r for res in runs for r in res.rows]
+    if not rows:
         print(f"cardbench accept: {path}: no measurements to judge", file=sys.stderr)
         return EXIT_INCONCLUSIVE
     if args.from_file and args.specs:
-        renormalize(res.rows, db)  # the one normalization rule, against the --specs database
-    verdicts = judge(res.rows, policy, db, profile)
-    print(f"\nacceptance ({policy.origin}, profile {profile}), judging {path}"
-          + ("" if res.complete else " (an incomplete run)"))
+        renormalize(rows, db)  # the one normalization rule, against the --specs database
+    verdicts = judge(rows, policy, db, profile, burn_required=bool(args.burn_in))
+    judged = " and ".join(f"{res.path}" + ("" if res.complete else " (an incomplete run)") for res in runs)
+    print(f"\nacceptance ({policy.origin}, profile {profile}), judging {judged}")
     print(render(verdicts))
     if args.junit:
         write_junit(verdicts, Path(args.junit))
@@ -174,7 +195,7 @@ def main(args) -> int:
     if profile != "gate":  # a gate is a health check, not the acceptance a baseline stands for
         for kept in keep_birth_certificate(verdicts, path, Path(args.out)):
             print(f"birth certificate (this card's baseline for `cardbench compare`): {kept}")
-    exported = not args.prometheus or prometheus.export(args.prometheus, res.rows, verdicts)
+    exported = not args.prometheus or prometheus.export(args.prometheus, rows, verdicts)
     overall = {v.verdict for v in verdicts}
     code = EXIT_FAIL if FAIL in overall else EXIT_INCONCLUSIVE if INCONCLUSIVE in overall else EXIT_PASS
     return code if exported or code else EXIT_INCONCLUSIVE

@@ -260,10 +260,14 @@ def drift_checks(policy: Policy, cards: dict[str, list[dict]]) -> dict[str, Resu
     return out
 
 
-def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None, profile: str | None = None
-          ) -> list[CardVerdict]:
+def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None, profile: str | None = None,
+          burn_required: bool = False) -> list[CardVerdict]:
     """Verdicts per card; `db` as in judge_check (loaded once here); `profile`: accept's profile, whose
-    [profile.X] table in the policy may name the checks that judge it (default: every enabled check)."""
+    [profile.X] table in the policy may name the checks that judge it (default: every enabled check).
+    The burn checks are judged for a card with burn rows, and for every card when `burn_required`
+    (accept --burn-in)."""
+    from .accept_burn import burn_checks  # it imports this module's verdict names
+
     db = db if db is not None else specs.load()
     cards: dict[str, list[dict]] = {}
     for r in rows:
@@ -279,5 +283,7 @@ def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None, prof
             label += f" serial {first['device_serial']}"
         results = [judge_check(c, card_rows, db) for c in policy.checks if c.enabled]
         results += health_checks(policy, card_rows) + [drift[key]]
+        if burn_required or any(r["family"] == "burn" for r in card_rows):
+            results += burn_checks(policy, card_rows, rows)
         out.append(CardVerdict(key, label, [r for r in results if policy.applies(r.check, profile)]))
     return out

@@ -34,6 +34,11 @@ DRIFT_FIELDS = ("vbios_version", "driver_version", "ecc_mode", "power_limit_w", 
                 "board_part_number", "cuda_driver_version")
 PROFILES = ("gate", "quick", "full")  # accept --profile; a profile without a [profile.X] table runs every check
 PROFILE_KEYS = {"cases": list, "checks": list, "timeout_s": (int, float)}
+BURN_KEYS = {"max_mismatches": int, "max_memory_errors": int, "min_memtest_coverage_pct": (int, float),
+             "max_throughput_drop_pct": (int, float), "max_behind_best_pct": (int, float),
+             "temperature_margin_c": (int, float)}
+BURN_CHECKS = ("burn-sdc", "burn-memtest", "burn-ecc", "burn-stability", "burn-throttling", "burn-temperature",
+               "burn-node-spread")
 IDLE_KEYS = {"timeout_s": (int, float), "max_utilization_pct": (int, float), "settle_window_s": (int, float),
              "settle_delta_c": (int, float)}
 
@@ -63,6 +68,7 @@ class Policy:
     disabled: set[str] = field(default_factory=set)  # health checks turned off with [[check]] enabled = false
     drift: dict = field(default_factory=dict)  # {"fields": [...], "expected": {field: value}}
     profiles: dict[str, dict] = field(default_factory=dict)  # [profile.gate]: cases, checks, timeout_s
+    burn: dict = field(default_factory=dict)  # the burn-in bars ([burn]; bench/commands/accept_burn.py)
 
     def applies(self, check: str, profile: str | None) -> bool:
         """Whether `check` judges a run of accept's `profile` (every enabled check unless its table lists them)."""
@@ -131,10 +137,10 @@ def _section(path: str, data: dict, name: str, types: dict, base: dict) -> dict:
 
 
 def _parse(path: str, data: dict, base: Policy | None) -> Policy:
-    unknown = set(data) - {"check", "health", "idle_gate", "drift", "profile"}
+    unknown = set(data) - {"check", "health", "idle_gate", "drift", "profile", "burn"}
     if unknown:
         raise PolicyError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' "
-                          "(allowed: check, drift, health, idle_gate, profile)")
+                          "(allowed: burn, check, drift, health, idle_gate, profile)")
     checks = {c.name: c for c in base.checks} if base else {}
     seen = set()
     raw_checks = data.get("check", [])
@@ -148,12 +154,12 @@ def _parse(path: str, data: dict, base: Policy | None) -> Policy:
         if name in seen:
             raise PolicyError(f"{path}: check '{name}', field 'name': defined twice in this file")
         seen.add(name)
-        if name in HEALTH_CHECKS:
+        if name in HEALTH_CHECKS or name in BURN_CHECKS:  # built-in checks: only turned on or off here
             _health_switch(path, raw, disabled)
             continue
         if name not in checks and set(raw) <= {"name", "enabled"}:
             raise PolicyError(f"{path}: check '{name}', field 'name': no such check to turn on or off (checks: "
-                              f"{', '.join([*checks, *HEALTH_CHECKS])})")
+                              f"{', '.join([*checks, *HEALTH_CHECKS, *BURN_CHECKS])})")
         checks[name] = _check_from(path, raw, checks.get(name))
     health = _section(path, data, "health", HEALTH_KEYS, base.health if base else {})
     for reason in health.get("forbidden_clock_reasons", []):
@@ -162,9 +168,10 @@ def _parse(path: str, data: dict, base: Policy | None) -> Policy:
                               f"(known: {', '.join(telemetry.CLOCKS_EVENT_REASONS.values())})")
     idle = _section(path, data, "idle_gate", IDLE_KEYS, base.idle_gate if base else {})
     drift = _drift(path, data.get("drift", {}), base.drift if base else {"fields": [], "expected": {}})
-    known = {*checks, *HEALTH_CHECKS}
+    known = {*checks, *HEALTH_CHECKS, *BURN_CHECKS}
     profiles = _profiles(path, data.get("profile", {}), base.profiles if base else {}, known)
-    return Policy(list(checks.values()), health, idle, path, disabled, drift, profiles)
+    burn = _section(path, data, "burn", BURN_KEYS, base.burn if base else {})
+    return Policy(list(checks.values()), health, idle, path, disabled, drift, profiles, burn)
 
 
 def _health_switch(path: str, raw: dict, disabled: set[str]) -> None:
@@ -233,7 +240,8 @@ def load_policy(user_file: str | None = None) -> Policy:
     """The shipped policy, overridden key by key by the user's file."""
     shipped = resources.files(__package__) / "policy.toml"
     policy = _parse(SHIPPED_LABEL, tomllib.loads(shipped.read_text(encoding="utf-8")), None)
-    missing = set(HEALTH_KEYS) - set(policy.health) or set(IDLE_KEYS) - set(policy.idle_gate)
+    missing = set(HEALTH_KEYS) - set(policy.health) or set(IDLE_KEYS) - set(policy.idle_gate) or \
+        set(BURN_KEYS) - set(policy.burn)
     if missing:
         raise PolicyError(f"{SHIPPED_LABEL}: missing {', '.join(sorted(missing))}")
     if user_file:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.results import Results, ResultsFileError, card_key, parse_samples, read_results
+from ..core.results import Results, ResultsFileError, card_key, parse_samples, read_results, results_files
 from ..core.stats import (ALL_ROWS, LATENCY_BOUND, LOWER_IS_BETTER_UNITS, speed_ratio_ci, threshold_for,
                           verdict_for)
 from ..core.units import number
@@ -140,7 +140,7 @@ def pick_baseline(path: Path, new: Results, any_card: bool) -> Results:
     cards = {card_key(r, any_card) for r in new.rows}
     started = min(r["timestamp_utc"] for r in new.rows)
     candidates = []
-    for f in sorted(path.rglob("*.csv")):
+    for f in results_files(path):
         if f.resolve() == Path(new.path).resolve():
             continue
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..core.stats import LOWER_IS_BETTER_UNITS, speed_ratio_ci, threshold_for, verdict_for
 from ..core.headline import headlines
-from ..core.results import Results, ResultsFileError, card_key, parse_samples, read_results
+from ..core.results import Results, ResultsFileError, card_key, parse_samples, read_results, results_files
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 # What a "version change" is: the software and firmware a driver / CUDA / torch update touches.
@@ -86,7 +86,7 @@ def load(paths: list[str]) -> tuple[list[Results], list[str]]:
     """Every readable results CSV under PATHS, each run once; damaged files are named, not fatal."""
     files: list[Path] = []
     for p in map(Path, paths):
-        files += sorted(p.rglob("*.csv")) if p.is_dir() else [p]
+        files += results_files(p) if p.is_dir() else [p]
     runs, skipped, seen = [], [], set()
     # accept keeps a copy of a card's first accepted run under baselines/: the same run twice.
     for f in sorted(files, key=lambda f: "baselines" in f.parts):

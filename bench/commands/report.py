@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 
 from ..core import specs
-from ..core.results import Results, ResultsFileError, card_key, read_results
+from ..core.results import Results, ResultsFileError, card_key, is_timeline, read_results, results_files
 from ..core.normalize import renormalize
+from . import report_burn
 from . import report_roofline as roofline
 from .report_accept import AcceptFileError, find_verdicts
 from .report_plots import plots
@@ -38,8 +39,8 @@ def load(paths: list[str]) -> list[Results]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(p.rglob("*.csv"))
-        elif p.suffix.lower() != ".xml":  # accept JUnit files are read by report_accept
+            files += results_files(p)
+        elif p.suffix.lower() != ".xml" and not is_timeline(p):  # JUnit, timelines: read apart
             files.append(p)
     if not files:
         raise ResultsFileError(paths[0] if paths else "(none)", None, None, "no results CSV found")
@@ -96,7 +97,13 @@ def cards_of(runs: list[Results], aggregate: bool = False) -> list[Card]:
                 by[key].append(res)
     cards = []
     for key, card_runs in by.items():
-        chosen, text = choose(key, card_runs, aggregate)
+        # A burn is reported beside the card's benchmark run, not instead of it.
+        burns = [res for res in card_runs if all(r["family"] == "burn" for r in res.rows)]
+        others = [res for res in card_runs if res not in burns]
+        chosen, text = choose(key, others or burns, aggregate)
+        if others and burns:
+            burn_chosen, burn_text = choose(key, burns, aggregate)
+            chosen, text = chosen + burn_chosen, f"{text} Burn-in: {burn_text}"
         rows = [r for res in chosen for r in res.rows if card_key(r, False) == key]
         cards.append(Card(key, names[key][0], "", rows, chosen, card_runs, text))
     for c in cards:
@@ -145,6 +152,11 @@ def sections(cards: list[Card], out: Path, margin: float, aggregate: bool) -> li
             parts += [("text", "Measurements that are not `ok`, grouped by reason (not plotted):"),
                       ("table", ["reason", "status", "rows", "message", "cases"], bad)]
         parts += [("text", "Conditions:"), ("table", ["condition", "value"], conditions(c))]
+        for title, (headers, table) in (("Burn-in (`cardbench burn`):", report_burn.burn_table(c.rows)),
+                                        ("Performance per watt (NVML's energy counter over each timed window):",
+                                         report_burn.efficiency_table(c.rows))):
+            if table:
+                parts += [("text", title), ("table", headers, table)]
         hist = history_figure(c, out, i)
         if hist:
             parts += [("text", hist[1])] + hist[0]
@@ -187,6 +199,7 @@ def main(args) -> int:
     try:
         runs = load(args.results)
         verdicts = find_verdicts(args.results)
+        timelines = report_burn.find_timelines(args.results, runs)
         if args.specs:
             renormalize([r for res in runs for r in res.rows], specs.load(args.specs))
         out = Path(args.out)
@@ -209,7 +222,8 @@ def main(args) -> int:
              "so an older, better run can hide a newer regression." if args.aggregate else
              "Each card is reported from one run: its latest complete run in the inputs (--aggregate merges "
              "a card's runs instead)."]
-    parts = sections(cards, out, args.fleet_margin / 100, args.aggregate)
+    parts = sections(cards, out, args.fleet_margin / 100, args.aggregate) + \
+        report_burn.timelines_section(timelines, out)
     md, page = render("cardbench report", intro, parts)
     (out / "report.md").write_text(md, encoding="utf-8")
     (out / "report.html").write_text(page, encoding="utf-8")

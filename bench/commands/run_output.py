@@ -74,7 +74,7 @@ def table_row(r: dict) -> list[str]:
     pct_spec = f"{float(r['pct_of_spec']):.1f}%" if ok and r.get("pct_of_spec") not in (None, "") else ""
     pct_derived = f"{float(r['pct_of_derived']):.1f}%" if ok and r.get("pct_of_derived") not in (None, "") else ""
     name = f"{r['family']}/{r['benchmark']}"
-    if r["family"] in ("collective", "llm") and r["dtype"]:  # bf16 and fp32 (fp8) rows of one size side by side
+    if r["family"] in ("collective", "llm", "burn") and r["dtype"]:  # bf16 and fp32 (fp8) rows of one size side by side
         name += f" {r['dtype']}"
     return [name, r["provider"], r["case"], value, spread, pct_spec, pct_derived, r["status"], r["message"]]
 

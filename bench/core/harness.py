@@ -156,6 +156,28 @@ def value_fields(result: timing.Timing, case: Case) -> dict[str, object]:
     }
 
 
+def efficiency(row: dict[str, object]) -> dict[str, float]:
+    """Energy per call and value per watt, from NVML's total-energy counter over the timed window.
+
+    The window's mean power is energy_j / energy_window_s (the counter, not the 1 s power
+    average: https://docs.nvidia.com/deploy/nvml-api/group__nvmlDeviceQueries.html,
+    nvmlDeviceGetTotalEnergyConsumption); J per call = that power x the median time of one
+    call; value per watt = value / that power (TFLOP/s per W, GB/s per W). Latency rows get no
+    per-watt value (lower is better there). Empty without an energy reading.
+    """
+    try:
+        watts = float(row["energy_j"]) / float(row["energy_window_s"])
+        value, time_s = float(row["value"]), float(row["time_s"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return {}
+    if not watts > 0:
+        return {}
+    out = {"joules_per_call": watts * time_s}
+    if row.get("metric") != "latency":
+        out["value_per_watt"] = value / watts
+    return out
+
+
 def spread_note(row: dict[str, object]) -> str:
     spread = (float(row["p90"]) - float(row["p10"])) / float(row["value"])
     if spread > timing.NOISY_SPREAD:
@@ -176,6 +198,7 @@ def measured_row(case: Case, target: Target, result: timing.Timing, params: dict
     row = base_row(case, target, params)
     row.update(window)
     row.update(value_fields(result, case))
+    row.update(efficiency(row))
     notes = [*notes, spread_note(row), disturbed_note(row), *result.notes]
     row.update(status="ok", message="; ".join(dict.fromkeys(n for n in notes if n)))
     return row

@@ -4,7 +4,8 @@ One rule for every family, used when a row is measured and again when `report`,
 `accept` or `size` read a stored run against another database (`--specs FILE`):
 
 - memory and matmul: the spec entry's claim for the row (memory bandwidth; the
-  DENSE figure of the row's dtype, never the with-sparsity one) in `pct_of_spec`;
+  DENSE figure of the row's dtype, never the with-sparsity one) in `pct_of_spec`
+  (a burn soak, a GEMM sustained for minutes, against the same dense figure);
   memory also against the peak derived from NVML (max memory clock x bus width x 2)
   in `pct_of_derived`;
 - host<->device copies: the PCIe link the card supports (the entry's generation x
@@ -60,7 +61,7 @@ def claim_key(family: str, benchmark: str, dtype: str) -> str | None:
         return "memory_bandwidth"
     if family == "llm" and benchmark.startswith("decode"):  # memory-bound: the bytes it must read
         return "memory_bandwidth"
-    if family in ("matmul", "llm"):
+    if family in ("matmul", "llm") or (family, benchmark) == ("burn", "soak"):  # a burn soak is a sustained GEMM
         return _DTYPE_FIGURE.get((dtype or "").strip().lower())
     return None
 
@@ -68,7 +69,7 @@ def claim_key(family: str, benchmark: str, dtype: str) -> str | None:
 def columns(row: dict, entry: Entry | None, db) -> dict[str, object]:
     """Every normalization column of one row (NORMALIZE_KEYS), and `message` for a MIG slice."""
     family, benchmark = str(row.get("family", "")), str(row.get("benchmark", ""))
-    if family in ("memory", "matmul", "llm"):
+    if family in ("memory", "matmul", "llm") or (family, benchmark) == ("burn", "soak"):
         out = spec_claim_columns(row, entry)
     elif family == "transfer" and benchmark in HOST_LINK_BENCHMARKS:
         out = _host_link(row, entry)

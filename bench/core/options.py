@@ -47,3 +47,33 @@ def positive(convert, what: str):
 
 positive_int = positive(int, "a whole number of at least 1")
 seconds = positive(float, "a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class BurnOptions:
+    """What `cardbench burn` runs; `accept --burn-in` builds one too."""
+
+    device: str = "all"
+    duration_s: float = 600.0
+    out: str = "results"
+    specs: str | None = None
+    prometheus: str | None = None
+    profile: str = "quick"  # the burn has one size per device; kept for the run state's sake
+    argv: tuple[str, ...] = ()
+
+
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """An argparse type: a duration, "90" or "90s" (seconds), "10m", "1.5h"; above zero."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text or "")
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: a positive number with an optional unit, "
+                                         "s, m or h (90s, 10m, 1.5h)")
+    seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be above zero")
+    return seconds

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMAS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMAS = (1, 2)
 STATUSES = ("ok", "wrong", "unsupported", "skipped", "error")
 
 # The row that closes a run. A file without it is incomplete (killed, crashed).
 END_FAMILY, END_BENCHMARK = "run", "end"
 
-# Column order of schema 1. The first block is fixed by issue 2 because users
-# script against it; the rest is provenance and telemetry.
+# Column order of the current schema. The first block is fixed because users script
+# against it; the rest is provenance and telemetry.
 COLUMNS = [
     "schema_version", "run_id", "timestamp_utc", "host",
     "device_index", "device_name", "device_uuid", "driver_version",
@@ -42,6 +42,8 @@ COLUMNS = [
     "power_w_mean", "power_w_max", "temp_c_max",
     "clocks_event_reasons", "clocks_event_reason_names", "telemetry_samples",
     "pcie_gen_current", "pcie_width_current",
+    # energy over the timed window (NVML's total-energy counter; schema 2)
+    "energy_j", "energy_window_s", "joules_per_call", "value_per_watt",
     # the card
     "device_serial", "board_part_number", "vbios_version", "pci_bus_id", "pci_device_id",
     "compute_capability", "sm_count", "l2_cache_bytes", "memory_total_bytes",
@@ -57,10 +59,14 @@ COLUMNS = [
     "cardbench_version", "cardbench_commit", "profile", "command",
 ]
 
+ENERGY_COLUMNS = ["energy_j", "energy_window_s", "joules_per_call", "value_per_watt"]
 NUMERIC = {"value", "p10", "p90", "size_bytes", "work", "time_s",
-           "spec_value", "pct_of_spec", "derived_peak", "pct_of_derived"}
+           "spec_value", "pct_of_spec", "derived_peak", "pct_of_derived", *ENERGY_COLUMNS}
 INTEGER = {"schema_version", "n_samples", "calls_per_sample"}
-REQUIRED_BY_SCHEMA = {1: COLUMNS}
+# Schema 2 added the energy columns; a schema 1 file reads with them empty.
+REQUIRED_BY_SCHEMA = {1: [c for c in COLUMNS if c not in ENERGY_COLUMNS], 2: COLUMNS}
+# `cardbench burn` writes its NVML timeline beside the results file: <results stem>.timeline.csv.
+TIMELINE_SUFFIX = ".timeline.csv"
 
 # Spreadsheets execute a cell that starts with one of these (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -234,7 +240,7 @@ def read_results(path: str | os.PathLike) -> Results:
                 path, line, None,
                 f"{len(fields)} fields, the header has {len(header)} (truncated or damaged row)",
             )
-        row = dict(zip(header, fields))
+        row = {**dict.fromkeys(COLUMNS, ""), **dict(zip(header, fields))}  # older schemas: newer columns empty
         row_version = _check_version(path, line, row["schema_version"])
         if version is None:
             version = row_version
@@ -249,9 +255,11 @@ def read_results(path: str | os.PathLike) -> Results:
     if torn and end is not None:
         raise ResultsFileError(path, reader.line_num + 1, None, "text after the run's closing row")
     if version is None:
-        # Killed before its first row: a valid header and nothing else is an empty, incomplete run.
-        _check_header(path, header, max(SUPPORTED_SCHEMAS))
-        version = max(SUPPORTED_SCHEMAS)
+        # Killed before its first row: a valid header and nothing else is an empty, incomplete run,
+        # of the schema whose columns the header has.
+        fitting = [v for v in SUPPORTED_SCHEMAS if set(REQUIRED_BY_SCHEMA[v]) == set(header)]
+        version = max(fitting or SUPPORTED_SCHEMAS)
+        _check_header(path, header, version)
     complete = end is not None and end["status"] == "ok"
     message = end["message"] if end else ("last row torn (the run died while writing it)" if torn else "")
     return Results(str(path), rows, complete, message, version)
@@ -322,6 +330,22 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return not math.isnan(value)
+
+
+def is_timeline(path: str | os.PathLike) -> bool:
+    """A burn timeline (<results stem>.timeline.csv), not a results file."""
+    return str(path).endswith(TIMELINE_SUFFIX)
+
+
+def results_files(folder: Path) -> list[Path]:
+    """Every results CSV under `folder`, sorted; burn timelines beside them are left out."""
+    return sorted(p for p in Path(folder).rglob("*.csv") if not is_timeline(p))
+
+
+def timeline_path(results_file: str | os.PathLike) -> Path:
+    """Where `cardbench burn` writes the timeline of a results file."""
+    path = Path(results_file)
+    return path.with_name(path.stem + TIMELINE_SUFFIX)
 
 
 def card_key(row: dict[str, str], any_card: bool) -> str:

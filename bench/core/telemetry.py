@@ -1,11 +1,13 @@
 """Telemetry during a timed window (NVML, through bench/core/nvml.py): clocks, power, temperature,
-the clocks-event reasons OR-ed over the window, other processes on the card, the PCIe link under load.
+the clocks-event reasons OR-ed over the window, the energy the card used over it (NVML's
+total-energy counter), other processes on the card, the PCIe link under load.
 
 Every value is text, "" when unknown; without a driver the sampler is silent.
 """
 from __future__ import annotations
 
 import threading
+import time
 
 from .identity import _other_processes, _text, pcie_link_of
 from . import nvml
@@ -19,7 +21,7 @@ CLOCKS_EVENT_REASONS: dict[int, str] = {
     0x400: "reliability",
 }
 SAMPLE_KEYS = tuple("""sm_clock_mhz_mean sm_clock_mhz_min mem_clock_mhz_mean power_w_mean power_w_max
-    temp_c_max clocks_event_reasons clocks_event_reason_names telemetry_samples""".split())
+    temp_c_max clocks_event_reasons clocks_event_reason_names telemetry_samples energy_j energy_window_s""".split())
 
 
 def pcie_link(index: int) -> dict[str, str]:
@@ -69,14 +71,16 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._procs: list[int] = []  # other compute processes seen at the window's edges
+        self._energy: list[tuple[float, int]] = []  # (monotonic s, total-energy counter mJ) at the edges
 
     def __enter__(self) -> "Sampler":
         # A fresh list and event per window: a thread left over from a hung window cannot write into this one.
-        self._rows, self._stop, self._procs = [], threading.Event(), []
+        self._rows, self._stop, self._procs, self._energy = [], threading.Event(), [], []
         if self.index is not None and nvml.available():
             self._handle = nvml.device_handle(self.index, nvml.torch_props(self.index))[0]
         if self._handle is not None:
             self._count_processes()
+            self._read_energy()
             self._sample(self._rows)  # the window's first instant, even if it ends before the first tick
             self._thread = threading.Thread(target=self._run, args=(self._stop, self._rows),
                                             name="cardbench-telemetry", daemon=True)
@@ -89,8 +93,15 @@ class Sampler:
             self._thread.join(timeout=5)  # a hung NVML call must not hang the benchmark: daemon thread
             self._thread = None
             self._sample(self._rows)
+            self._read_energy()
             self._count_processes()
         return False
+
+    def _read_energy(self) -> None:
+        """The total-energy counter (mJ since the driver loaded; Volta and later) and when it was read."""
+        mj = nvml.call("nvmlDeviceGetTotalEnergyConsumption", self._handle)
+        if isinstance(mj, int):
+            self._energy.append((time.monotonic(), mj))
 
     def _count_processes(self) -> None:
         """Other processes computing on the card at the window's edges: they disturb this measurement."""
@@ -124,6 +135,10 @@ class Sampler:
 
     def summary(self) -> dict[str, str]:
         out = dict.fromkeys(SAMPLE_KEYS, "")
+        if len(self._energy) == 2 and self._energy[1][0] > self._energy[0][0]:
+            (t0, e0), (t1, e1) = self._energy
+            out["energy_j"] = _text((e1 - e0) / 1000)
+            out["energy_window_s"] = _text(t1 - t0)
         rows = list(self._rows)
         if not rows:
             return out
