@@ -18,6 +18,7 @@ whether `enable_gqa` exists, is detected at run time, never from the version str
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, replace
 
@@ -128,19 +129,15 @@ def static_reason(a: Attn) -> str | None:
     return None
 
 
-_GQA: list[bool] = []
-
-
+@functools.cache  # asked once per process: what this torch's SDPA takes does not change
 def has_enable_gqa() -> bool:
     """Whether this torch's SDPA takes enable_gqa (torch >= 2.5), by a tiny call on the host."""
-    if not _GQA:
-        q, kv = torch.zeros(1, 2, 1, 8), torch.zeros(1, 1, 4, 8)
-        try:
-            F.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)
-            _GQA.append(True)
-        except TypeError:
-            _GQA.append(False)
-    return _GQA[0]
+    q, kv = torch.zeros(1, 2, 1, 8), torch.zeros(1, 1, 4, 8)
+    try:
+        F.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)
+    except TypeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- the calls
