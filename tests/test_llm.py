@@ -296,7 +296,7 @@ def test_a_decode_gemm_that_writes_nothing_cannot_pass_on_a_stale_right_answer()
 
 
 def test_a_torch_without_enable_gqa_expands_the_kv_heads_and_says_so(monkeypatch):
-    monkeypatch.setattr(att, "_GQA", [False])
+    monkeypatch.setattr(att, "has_enable_gqa", lambda: False)
     seen = []
     real = att.sdpa
 
