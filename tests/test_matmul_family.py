@@ -179,16 +179,30 @@ def test_cpu_rows_are_flop_over_median_time(monkeypatch):
     assert tuned.values[matmul._value_key(cpu(), "torch", "bf16", "256x128x512")] > 0  # kept for the fp8 comparison
 
 
-def test_cpu_fp8_runs_where_torch_has_a_cpu_scaled_mm(monkeypatch):
+def _cpu_scaled_mm_error() -> str | None:
+    """Why this torch cannot run an fp8 _scaled_mm on the CPU (None: it can), asked directly."""
+    from bench.kernels import quant
+
+    a, scale_a = quant.quantize_fp8(torch.randn(128, 128))
+    b, scale_b = quant.quantize_fp8(torch.randn(128, 128))
+    try:
+        torch._scaled_mm(a, b.t(), scale_a, scale_b, out_dtype=torch.bfloat16)
+    except Exception as e:  # noqa: BLE001 - any failure means no CPU kernel
+        return str(e)
+    return None
+
+
+def test_cpu_fp8_rows_run_where_torch_has_a_cpu_scaled_mm_and_name_their_accumulation(monkeypatch):
     monkeypatch.setattr(matmul, "CPU_MAX_CALL_S", 1e9)
-    rows = [run_case(cpu(), Case("fp8", "torch", c, (128, 128, 256), fast), "quick")
-            for c, fast in (("128x128x256", False), ("128x128x256-fastacc", True))]
-    for row in rows:
-        if row["status"] == "unsupported":  # the trial decides; say why if this torch has none
-            assert row["message"].startswith("the trial call")
+    missing = _cpu_scaled_mm_error()
+    for name, fast in (("128x128x256", False), ("128x128x256-fastacc", True)):
+        row = run_case(cpu(), Case("fp8", "torch", name, (128, 128, 256), fast), "quick")
+        if missing is not None:  # this torch has no CPU kernel: the row says what the trial call raised
+            assert row["status"] == "unsupported" and row["message"].startswith("the trial call"), row["message"]
             continue
         assert row["status"] == "ok", row["message"]
-        assert json.loads(row["params"])["fast_accum"] in (True, False)
+        params = json.loads(row["params"])
+        assert params["fast_accum"] is fast and params["api"] == "torch._scaled_mm"
 
 
 def test_cpu_waives_what_it_cannot_or_should_not_time(monkeypatch):
@@ -213,7 +227,7 @@ def test_wrong_results_are_caught_before_timing(monkeypatch):
 
     def off_for_big(a, b, out, tf32=False):  # right at the trial's 128^3, wrong above it
         real(a, b, out, tf32)
-        return out.mul_(1.001) if a.shape[0] > 128 else out
+        return out.mul_(1.0003) if a.shape[0] > 128 else out  # 3x the fp32 tolerance
 
     monkeypatch.setattr(matmul_ref, "mm", off_for_big)
     row = run_case(cpu(), Case("fp32", "torch", "256x256x256", (256,) * 3), "quick")
@@ -377,7 +391,10 @@ def test_real_gemm_paths_verify_and_time_on_the_gpu(recipe, provider, fast):
     if cc < matmul.RECIPES[recipe].min_cc:
         assert row["status"] == "unsupported" and row["message"].endswith(f"this card is {cc[0]}.{cc[1]}")
         return
-    if row["status"] == "unsupported":  # past the static check: the trial call decided, with the error
+    if row["status"] == "unsupported" and recipe in matmul.FP4:
+        # FP4 past the static check: torch's block-scaled GEMM is built for some cards only (torch's
+        # own tests run MXFP4 on B200/B300), so the trial call decides, with the error. Every other
+        # recipe must run on a card of its compute capability: a regression there fails.
         assert row["message"].startswith("the trial call"), row["message"]
         pytest.skip(row["message"])
     assert row["status"] == "ok", row["message"]

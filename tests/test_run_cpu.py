@@ -10,6 +10,7 @@ import pytest
 
 from bench.core.results import read_results
 from bench.core import identity
+from helpers import sigint_default
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def cardbench(*args, **kw) -> subprocess.Popen:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_default, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +209,14 @@ def test_a_second_run_on_the_same_device_warns(tmp_path):
     finally:
         held.close()
     assert "another cardbench run (pid" in stderr and "disturb each other" in stderr
+
+
+def test_runs_of_this_suite_lock_the_device_in_the_suite_s_own_folder(tmp_path, own_lock_dir):
+    """Another suite on the same machine (or a real run) never sees this suite's runs, nor they its."""
+    p = cardbench("run", "--out", str(tmp_path), "--families", "memory", "--case-timeout", "0.01")
+    p.communicate(timeout=120)
+    (lock,) = own_lock_dir.glob("cardbench-cpu-*.lock")
+    assert lock.read_text() == str(p.pid)  # the run wrote its pid where only this session looks
 
 
 def test_full_disk_never_leaves_a_file_claimed_complete(tmp_path, monkeypatch, capsys):
