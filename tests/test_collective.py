@@ -18,7 +18,7 @@ import torch
 
 from bench.commands import accept
 from bench.core import launch, normalize, specs, timing
-from bench.core.devices import Target, cpu_target
+from bench.core.devices import Target, cpu_target, rank_threads
 from bench.core.options import RunOptions
 from bench.core.results import read_results
 from bench.core.units import human_bytes
@@ -172,6 +172,7 @@ def test_gloo_ranks_sum_correctly_and_busbw_is_algbw_times_the_factor(small_swee
         p = json.loads(r["params"])
         f = factor["all_reduce" if r["benchmark"] == "all_reduce" else "other"]
         assert p["world_size"] == n and p["busbw_factor"] == f
+        assert p["host_threads"] == rank_threads(n)  # each rank's threads, set in the worker
         assert r["metric"] == "busbw" and r["unit"] == "GB/s" and r["provider"] == "gloo"
         assert r["value"] == pytest.approx(p["algbw_gb_per_s"] * f, rel=1e-12)
         assert r["value"] == pytest.approx(r["work"] / r["time_s"] / 1e9, rel=1e-12)

@@ -176,7 +176,7 @@ def test_cpu_rows_are_flop_over_median_time(monkeypatch):
         params = json.loads(row["params"])
         assert (params["m"], params["n"], params["k"]) == (256, 128, 512)
         assert params["layout"].startswith("A row-major")
-    assert tuned.values[matmul._value_key(cpu(), "torch", "bf16", "256x128x512")] > 0  # kept for the fp8 comparison
+    assert tuned.values[matmul.value_key(cpu(), "torch", "bf16", "256x128x512")] > 0  # kept for the fp8 comparison
 
 
 def _cpu_scaled_mm_error() -> str | None:
@@ -270,7 +270,7 @@ def test_full_profile_search_reports_the_best_shape_as_its_own_row(monkeypatch):
 
 def test_fp8_not_clearly_faster_than_bf16_is_flagged_where_the_spec_says_it_should_be():
     t, tuned = gpu_like(spec=h100_spec()), matmul.State()
-    tuned.values[matmul._value_key(t, "torch", "bf16", "8192x8192x8192")] = 700.0
+    tuned.values[matmul.value_key(t, "torch", "bf16", "8192x8192x8192")] = 700.0
     case = Case("fp8", "torch", "8192x8192x8192-fastacc", (8192,) * 3, True)
     note = matmul.emulation_note(t, case, 720.0, tuned.values)
     assert note.startswith("not clearly faster than bf16 (1.03x at this shape; the spec claims 2.0x)")

@@ -116,12 +116,33 @@ def test_unknown_device_is_bad_input():
     assert p.returncode == 2 and "cuda:7" in stderr and "no visible GPU" in stderr
 
 
-def test_unwritable_out_is_bad_input(tmp_path):
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_out_at_a_file_is_bad_input_naming_the_file(tmp_path, under):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    p = cardbench("run", "--out", str(blocker / "sub"))
+    out = blocker / under if under else blocker
+    p = cardbench("run", "--families", "memory", "--out", str(out))
     _, stderr = p.communicate(timeout=120)
-    assert p.returncode == 2 and "cannot write results" in stderr and str(blocker) in stderr
+    assert p.returncode == 2, stderr
+    assert stderr.endswith(f"cardbench: --out {out}: {blocker} is a file; --out names the folder the results "
+                           "CSV goes in (made if missing)\n")
+    assert blocker.read_text() == "not a directory"
+
+
+def test_unwritable_out_is_bad_input(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from bench.commands import run
+    from bench.core.options import RunOptions
+
+    def read_only(path, fields):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(run, "ResultsWriter", read_only)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    code, path = run.execute(RunOptions(device="cpu", families=("memory",), out=str(tmp_path / "ro")))
+    assert (code, path) == (2, None)
+    assert f"cardbench: cannot write results to {tmp_path / 'ro'}: Read-only file system" in capsys.readouterr().err
 
 
 def test_unknown_family_is_a_usage_error():

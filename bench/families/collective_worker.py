@@ -81,7 +81,9 @@ def worker(ctx, payload: dict) -> None:
         # No device_id to init_process_group: it hangs in 2.6 < torch < 2.7.1 (METHOD.md 4).
         torch.cuda.set_device(device)
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world_size))
+        from ..core.devices import rank_threads
+
+        torch.set_num_threads(rank_threads(ctx.world_size))  # the ranks share the host's CPUs
     dist.init_process_group(payload["backend"], store=dist.PrefixStore("pg/", ctx.store), rank=ctx.rank,
                             world_size=ctx.world_size, timeout=timedelta(seconds=ctx.timeout_s))
     comm = _Comm(device)
