@@ -199,7 +199,7 @@ def test_figures_no_document_prints_are_absent(db):
 
 # ---------------------------------------------------------------- matching
 
-# Every NVML name in SPECS.md with its PCI device id and the entry it must reach.
+# Every NVML name of the shipped entries with its PCI device id and the entry it must reach.
 NVML = [
     ("NVIDIA H100 80GB HBM3", "0x2330", "H100 SXM5 80GB"),
     ("NVIDIA H100 PCIe", "0x2331", "H100 PCIe 80GB"),
@@ -527,7 +527,7 @@ def test_derived_peak_from_a_recorded_nvml_reading(db, h100_identity):
 
 
 def b200_identity(bus_width_bits: int) -> dict[str, str]:
-    mem_mhz = 4000  # made up: a clock at which 7680 bits give the 7.68 TB/s METHOD.md reports
+    mem_mhz = 4000  # made up: a clock at which a 7680-bit bus gives 7.68 TB/s (B200's driver reports 7680 bits)
     return {"mem_clock_max_mhz": str(mem_mhz), "mem_bus_width_bits": str(bus_width_bits),
             "mem_peak_bytes_per_s": str(mem_mhz * 1_000_000 * bus_width_bits * 2 // 8),
             "memory_total_bytes": str(183 * 10**9)}
@@ -557,7 +557,7 @@ def test_pcie_per_direction_after_encoding():
     assert normalize.pcie_bytes_per_s(4, 16) == pytest.approx(31.5e9, rel=1e-3)
     assert normalize.pcie_bytes_per_s(3, 16) == pytest.approx(15.75e9, rel=1e-3)
     assert normalize.pcie_bytes_per_s(4, 8) == normalize.pcie_bytes_per_s(4, 16) / 2
-    assert normalize.pcie_bytes_per_s(6, 16) == pytest.approx(121e9)     # SPECS.md 7.1, FLIT mode
+    assert normalize.pcie_bytes_per_s(6, 16) == pytest.approx(121e9)     # FLIT mode: 242 of 256 bytes carry data
     assert normalize.pcie_bytes_per_s(1, 16) == pytest.approx(4e9)       # 8b/10b
     with pytest.raises(ValueError):
         normalize.pcie_bytes_per_s(7, 16)

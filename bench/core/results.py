@@ -25,8 +25,8 @@ STATUSES = ("ok", "wrong", "unsupported", "skipped", "error")
 # The row that closes a run. A file without it is incomplete (killed, crashed).
 END_FAMILY, END_BENCHMARK = "run", "end"
 
-# Column order of schema 1. The first block is fixed by issue 2 because users
-# script against it; the rest is provenance and telemetry.
+# Column order of the current schema. The first block is fixed because users script
+# against it; the rest is provenance and telemetry.
 COLUMNS = [
     "schema_version", "run_id", "timestamp_utc", "host",
     "device_index", "device_name", "device_uuid", "driver_version",

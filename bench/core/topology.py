@@ -4,7 +4,8 @@ Functions take the NVML module as an argument (nvidia-ml-py's `pynvml`, or a fak
 in the tests) and never raise for a call the driver or binding lacks: an
 unanswered call is None, "" or an empty list. Labels follow `nvidia-smi topo -m`
 (X, NV#, PIX, PXB, PHB, NODE, SYS), which users already read, but come from NVML
-calls, never from nvidia-smi's text (STYLE-AND-ECOSYSTEM.md B.1).
+calls, never from nvidia-smi's text: a report for people whose layout changes between
+drivers, built on the same NVML (https://docs.nvidia.com/deploy/nvml-api/).
 """
 from __future__ import annotations
 
@@ -187,8 +188,8 @@ def placement(gpu_node: int | None, gpu_cpus: frozenset[int], proc_cpus: frozens
     """Compare the GPU's NUMA node with the process's CPU affinity.
 
     Host buffers land on the node of the CPU that first touches them, so a process
-    free to run on another socket can read and write them across the socket link
-    (P100: 12.2 GB/s local against 3.8 GB/s remote, METHOD.md section 3). Different when
+    free to run on another socket reaches them across the socket link, a slower and shared
+    path than the GPU's own node. Different when
     the process may run on a CPU outside the GPU's node (or, without NUMA information,
     outside the GPU's local CPUs). One NUMA node: never different.
     """
@@ -449,7 +450,7 @@ class LinkSampler:
     """Reads the PCIe link of some GPUs in a thread while a transfer runs.
 
     Idle links train down to a low generation to save power, so a reading taken
-    before or long after the load says little (METHOD.md section 3). The result per
+    before or long after the load says little. The result per
     GPU is the best reading (highest gen x width bandwidth) taken during the window
     and right after it, with the number of readings: generation and width come from
     the same reading, never an idle reading's width with a loaded one's generation.

@@ -78,7 +78,8 @@ def worker(ctx, payload: dict) -> None:
 
     device = torch.device(ctx.device)
     if device.type == "cuda":
-        # No device_id to init_process_group: it hangs in 2.6 < torch < 2.7.1 (METHOD.md 4).
+        # No device_id to init_process_group: with it NCCL can hang at random
+        # (https://github.com/pytorch/pytorch/issues/153960).
         torch.cuda.set_device(device)
     else:
         from ..core.devices import rank_threads

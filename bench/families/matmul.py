@@ -52,7 +52,7 @@ SEARCH_MAX = {"cuda": 32768, "cpu": 1024}
 
 TRIAL_SHAPE = {"torch": (128, 128, 128), "triton": (256, 256, 256)}  # Triton: same JIT specialization as big shapes
 CPU_MAX_CALL_S = 1.0  # CPU mode skips a dtype whose call at the CPU shapes would take longer...
-CPU_ALWAYS = ("fp32", "bf16")  # ...except these, CPU mode's deliverable (issue 4), however slow the host
+CPU_ALWAYS = ("fp32", "bf16")  # ...except these, which CPU mode always times, however slow the host
 
 
 @dataclass(frozen=True)
