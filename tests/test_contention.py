@@ -48,7 +48,7 @@ def test_a_load_average_above_the_cpus_is_noted_on_cpu_rows(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     case = memory.make_case("triad", "torch", "sweep-1MiB", MIB)
     monkeypatch.setattr(os, "getloadavg", lambda: (6.5, 4.0, 2.0))
-    assert "busy host: load average 6.5 over 2 CPUs" in measure(memory, cpu(), case)["message"].split("; ")
+    assert "busy host: load 6.5 on 2 CPUs" in measure(memory, cpu(), case)["message"].split("; ")
     monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 4.0, 4.0))  # exactly busy, not above
     assert "busy host" not in measure(memory, cpu(), case)["message"]
     gpu = Target(torch.device("cuda", 0), 0, {"device_name": "test"})
@@ -65,7 +65,7 @@ def test_another_cardbench_run_on_the_device_is_noted_on_its_rows(tmp_path, caps
     assert "another cardbench run" not in measure(memory, target, case)["message"]
     other = device_lock(cpu(), str(tmp_path))  # a second run starts on the same device
     assert f"another cardbench run (pid {os.getpid()}) is measuring cpu now" in capsys.readouterr().err
-    note = f"disturbed: another cardbench run (pid {os.getpid()}) was measuring cpu"
+    note = f"disturbed: another cardbench run (pid {os.getpid()})"
     assert note in measure(memory, target, case)["message"].split("; ")  # the first run sees it too
     assert mine.others() == other.others() == [str(os.getpid())]
     other.close()  # it ended

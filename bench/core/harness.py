@@ -180,13 +180,13 @@ def busy_host(target: Target) -> str:
     if target.is_cuda or not hasattr(os, "getloadavg"):
         return ""
     load, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    return f"busy host: load average {load:.1f} over {cpus} CPUs" if load > cpus else ""
+    return f"busy host: load {load:.1f} on {cpus} CPUs" if load > cpus else ""
 
 
 def other_runs_note(target: Target) -> str:
     """Other cardbench runs measuring this device now, as this run's device lock sees them."""
     others = target.lock.others() if target.lock is not None else []
-    return f"disturbed: another cardbench run (pid {', '.join(others)}) was measuring {target.device}" if others else ""
+    return f"disturbed: another cardbench run (pid {', '.join(others)})" if others else ""
 
 
 def measured_row(case: Case, target: Target, result: timing.Timing, params: dict, window: dict,
