@@ -27,3 +27,14 @@ def test_the_readme_s_python_imports_exist():
     for module, name in imports:
         local = re.sub(r"^cardbench\b", "bench", module)
         assert hasattr(importlib.import_module(local), name), f"from {module} import {name}"
+
+
+def test_the_readme_s_cpu_mode_outputs_open_with_what_cardbench_prints_today():
+    import torch
+
+    from bench.commands.run_output import first_line
+    from bench.core.devices import Target
+
+    banner = first_line([Target(torch.device("cpu"), None, {})], True)
+    outputs = re.findall(r"```\n(cardbench: CPU mode[^\n]*)\n", (REPO / "README.md").read_text())
+    assert len(outputs) >= 2 and set(outputs) == {banner}
