@@ -102,3 +102,14 @@ def test_a_gemm_that_writes_nothing_is_caught(recipe):
 def test_the_real_cpu_gemms_pass_their_own_check():
     for recipe in ("fp32", "bf16", "int8"):
         assert matmul_gemm.check(built_for(recipe)) is None, recipe
+
+
+def test_a_gemm_that_returns_its_result_is_checked_on_what_it_returns():
+    """F.scaled_mm has no `out`: the result it returns is what is checked."""
+    built = built_for("fp32")
+    want = built.want()
+    built.out, built.out_rand = None, None
+    built.launch = lambda: want.float()
+    assert matmul_gemm.check(built) is None
+    built.launch = lambda: want.float() * 1.01
+    assert matmul_gemm.check(built).startswith("relative error 0.01 ")

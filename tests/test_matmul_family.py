@@ -106,6 +106,16 @@ def test_capability_thresholds():
     assert reason("9.0", "fp32") is None
 
 
+def test_the_capability_is_the_identity_s_else_what_torch_says_of_that_device(monkeypatch):
+    assert matmul.capability(gpu_like("10.0")) == (10, 0)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: asked.append(device) or (9, 0))
+    second = Target(torch.device("cuda", 1), 1, {"device_name": "test GPU"})  # NVML did not say
+    assert matmul.capability(second) == (9, 0) and asked == [torch.device("cuda", 1)]
+    second.identity["compute_capability"] = "unknown"
+    assert matmul.capability(second) == (9, 0)
+
+
 def test_a_torch_without_the_fp4_dtype_is_named(monkeypatch):
     monkeypatch.delattr(torch, "float4_e2m1fn_x2", raising=False)
     case = Case("nvfp4", "torch", "x", (256,) * 3)

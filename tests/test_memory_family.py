@@ -48,6 +48,7 @@ def test_host_plateau_is_at_least_256mib_and_8x_the_llc():
 def test_plateau_shrinks_to_fit_free_memory():
     t = gpu_like(50 * MIB, free_bytes=4 * GIB)
     assert memory.plateau_array_bytes(t) == 512 * MIB  # 3 triad arrays + checks must fit
+    assert memory.plateau_array_bytes(gpu_like(50 * MIB, free_bytes=4 * MIB)) == MIB  # never below the sweep's start
 
 
 def test_quick_plans_plateau_only_full_adds_sweep_below_it():
@@ -207,6 +208,13 @@ def test_out_of_memory_retries_smaller_and_says_so(monkeypatch):
     assert row["status"] == "ok"
     assert row["message"].startswith("out of memory at 8MiB per array: measured at 2MiB")
     assert row["size_bytes"] == 2 * 2 * MIB and row["case"] == "plateau"
+    assert (row["benchmark"], row["provider"], row["work"]) == ("copy", "torch", 2 * 2 * MIB)  # read + write of 2 MiB
+
+
+def test_out_of_memory_retries_down_to_the_smallest_sweep_size_and_no_further():
+    half = memory.smaller(memory.make_case("triad", "torch", "plateau", 2 * MIB))
+    assert (half.spec, half.name, half.provider, half.work) == (MIB, "plateau", "torch", MIB // 4 * 12)
+    assert memory.smaller(half) is None
 
 
 def test_out_of_memory_below_the_floor_is_an_error_and_the_run_goes_on(monkeypatch):

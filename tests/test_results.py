@@ -91,7 +91,7 @@ def _damage(tmp_path, edit):
 def _error(path) -> ResultsFileError:
     with pytest.raises(ResultsFileError) as info:
         read_results(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and info.value.path == str(path)
     return info.value
 
 
