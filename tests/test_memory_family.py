@@ -33,7 +33,7 @@ def gpu_like(l2_bytes, free_bytes=80 * GIB):
 @pytest.mark.parametrize("l2", [50 * MIB, 126 * MIB, 200 * MIB, 256 * MIB, 300 * MIB])
 def test_plateau_is_the_smallest_power_of_two_at_least_8x_l2_and_1gib(l2):
     got = memory.plateau_array_bytes(gpu_like(l2))
-    assert got >= 8 * l2 and got >= GIB and got & (got - 1) == 0
+    assert isinstance(got, int) and got >= 8 * l2 and got >= GIB and got & (got - 1) == 0
     assert got // 2 < max(8 * l2, GIB)  # no larger than it has to be
 
 
@@ -47,7 +47,7 @@ def test_host_plateau_is_at_least_256mib_and_8x_the_llc():
 
 def test_plateau_shrinks_to_fit_free_memory():
     t = gpu_like(50 * MIB, free_bytes=4 * GIB)
-    assert memory.plateau_array_bytes(t) == 512 * MIB  # 3 triad arrays + checks must fit
+    assert memory.plateau_array_bytes(t) == 512 * MIB and isinstance(memory.plateau_array_bytes(t), int)  # 3 triad arrays + checks
     assert memory.plateau_array_bytes(gpu_like(50 * MIB, free_bytes=4 * MIB)) == MIB  # never below the sweep's start
 
 
@@ -62,6 +62,15 @@ def test_quick_plans_plateau_only_full_adds_sweep_below_it():
     assert sweep[0] == MIB and sweep[-1] == GIB // 2 and len(sweep) == 10
     assert [c.name for c in full if c.spec == 64 * MIB][0] == "sweep-64MiB"
     assert sweep[0] < t.l2_bytes < sweep[-1]  # the sweep crosses the L2 size
+
+
+def test_the_plateau_gets_the_profile_s_budget_and_the_sweep_a_short_one():
+    from bench.core import timing
+
+    plateau, sweep = (memory.make_case("copy", "torch", name, MIB) for name in ("plateau", "sweep-1MiB"))
+    assert timing.QUICK != timing.FULL != timing.SWEEP
+    assert memory.budget_for(plateau, "quick") == timing.QUICK and memory.budget_for(plateau, "full") == timing.FULL
+    assert memory.budget_for(sweep, "quick") == memory.budget_for(sweep, "full") == timing.SWEEP
 
 
 def test_human_bytes_is_exact():
@@ -100,9 +109,11 @@ def test_row_work_is_the_bytes_the_timed_call_moves(pattern):
     timed = memory.measure(cpu, case, memory.State(make_run([cpu])))
     result = 4 if pattern == "read" else 0  # the sum's one fp32 result is not an array access
     assert moved_bytes(timed.fn) - result == case.work
-    assert case.size_bytes == MIB * memory.ARRAYS[pattern]
+    assert case.size_bytes == MIB * memory.ARRAYS[pattern] and isinstance(case.size_bytes, int)  # "1048576" in the CSV
     row = run_case(memory, cpu, case)
     assert row["status"] == "ok" and row["work"] == case.work
+    assert (row["family"], row["dtype"], row["metric"], row["unit"], row["work_unit"]) == (
+        "memory", "fp32", "bandwidth", "GB/s", "B")
     assert row["value"] == pytest.approx(case.work / row["time_s"] / 1e9, rel=1e-12)
 
 

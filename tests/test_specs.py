@@ -701,3 +701,11 @@ def test_a_spec_entry_naming_the_slice_is_used(tmp_path):
     out = normalize.columns(row("memory", "copy", "fp32", "GB/s", 540.0, device_name=MIG), entry, DB)
     assert out["pct_of_spec"] == pytest.approx(90.0) and "message" not in out
     assert db.match("NVIDIA H200", nvml_id("0x2335")).name == "H200 SXM 141GB"   # the card keeps its entry
+
+
+def test_a_row_without_a_unit_is_compared_in_the_figure_s_unit():
+    entry = specs.load().find("H100 SXM5 80GB")
+    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "status": "ok", "value": "3015.0"}
+    cols = normalize.columns(row, entry, None)
+    assert (cols["spec_figure"], cols["spec_value"], cols["spec_unit"]) == ("memory_bandwidth", 3350.0, "GB/s")
+    assert cols["pct_of_spec"] == pytest.approx(90.0)
