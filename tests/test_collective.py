@@ -449,3 +449,17 @@ def test_every_visible_gpu_runs_the_family(tmp_path):
     else:
         assert {r["status"] for r in rows} == {"ok"}
         assert all(float(r["value"]) > 0 for r in rows)
+
+
+def test_only_nccl_on_one_node_with_nvlink_up_is_held_to_nvlink():
+    entry = specs.load().find("H100 SXM5 80GB")
+
+    def spec_value(provider="nccl", **params):
+        row = {"family": "collective", "benchmark": "all_reduce", "provider": provider, "status": "ok",
+               "value": "300.0", "unit": "GB/s", "params": json.dumps(params)}
+        return normalize.columns(row, entry, shipped_db())["spec_value"]
+
+    assert spec_value(nvlinks_active=18, nodes=1) == 450.0
+    assert spec_value("gloo", nvlinks_active=18, nodes=1) == ""  # host processes: no NVLink in the path
+    assert spec_value(nvlinks_active=0, nodes=1) == ""  # links down or none: PCIe, not NVLink
+    assert spec_value(nvlinks_active=18, nodes=2) == spec_value(nvlinks_active=18) == ""  # the network decides

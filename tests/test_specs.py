@@ -709,3 +709,13 @@ def test_a_row_without_a_unit_is_compared_in_the_figure_s_unit():
     cols = normalize.columns(row, entry, None)
     assert (cols["spec_figure"], cols["spec_value"], cols["spec_unit"]) == ("memory_bandwidth", 3350.0, "GB/s")
     assert cols["pct_of_spec"] == pytest.approx(90.0)
+
+
+@pytest.mark.parametrize("status, value", [("ok", "inf"), ("ok", "nan"), ("wrong", "3015.0"), ("ok", "")])
+def test_only_a_finite_ok_value_gets_a_percentage(status, value):
+    entry = specs.load().find("H100 SXM5 80GB")
+    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "unit": "GB/s", "status": status,
+           "value": value, "mem_peak_bytes_per_s": "nan" if value == "inf" else "3352000000000"}
+    cols = normalize.columns(row, entry, None)
+    assert cols["spec_value"] == 3350.0 and cols["pct_of_spec"] == "" and cols["pct_of_derived"] == ""
+    assert cols["derived_peak"] == ("" if value == "inf" else pytest.approx(3352.0))
