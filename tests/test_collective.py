@@ -457,7 +457,9 @@ def test_only_nccl_on_one_node_with_nvlink_up_is_held_to_nvlink():
     def spec_value(provider="nccl", **params):
         row = {"family": "collective", "benchmark": "all_reduce", "provider": provider, "status": "ok",
                "value": "300.0", "unit": "GB/s", "params": json.dumps(params)}
-        return normalize.columns(row, entry, shipped_db())["spec_value"]
+        cols = normalize.columns(row, entry, shipped_db())
+        assert cols["spec_entry"] == "H100 SXM5 80GB"  # the card is named, compared or not
+        return cols["spec_value"]
 
     assert spec_value(nvlinks_active=18, nodes=1) == 450.0
     assert spec_value("gloo", nvlinks_active=18, nodes=1) == ""  # host processes: no NVLink in the path

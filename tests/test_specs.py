@@ -705,10 +705,21 @@ def test_a_spec_entry_naming_the_slice_is_used(tmp_path):
 
 def test_a_row_without_a_unit_is_compared_in_the_figure_s_unit():
     entry = specs.load().find("H100 SXM5 80GB")
-    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "status": "ok", "value": "3015.0"}
+    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "status": "ok", "value": "3015.0",
+           "mem_peak_bytes_per_s": "3352000000000"}
     cols = normalize.columns(row, entry, None)
     assert (cols["spec_figure"], cols["spec_value"], cols["spec_unit"]) == ("memory_bandwidth", 3350.0, "GB/s")
-    assert cols["pct_of_spec"] == pytest.approx(90.0)
+    assert cols["pct_of_spec"] == pytest.approx(90.0) and cols["derived_peak"] == pytest.approx(3352.0)  # GB/s
+    assert normalize.columns(dict(row, mem_peak_bytes_per_s="1"), entry, None)["derived_peak"] == pytest.approx(1e-9)
+
+
+def test_a_figure_in_another_unit_is_converted_to_the_row_s():
+    lab = specs.Entry("Lab Card", ["Lab Card"], [], [], {}, {
+        "memory_bandwidth": specs.Figure("memory_bandwidth", 0.05, "TB/s", "lab sheet")}, "lab.toml")
+    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "status": "ok", "value": "40.0", "unit": "GB/s"}
+    cols = normalize.columns(row, lab, None)
+    assert (cols["spec_value"], cols["spec_unit"], cols["spec_source"]) == (50.0, "GB/s", "lab sheet")
+    assert cols["pct_of_spec"] == pytest.approx(80.0)
 
 
 @pytest.mark.parametrize("status, value", [("ok", "inf"), ("ok", "nan"), ("wrong", "3015.0"), ("ok", "")])
