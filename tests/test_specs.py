@@ -730,3 +730,22 @@ def test_only_a_finite_ok_value_gets_a_percentage(status, value):
     cols = normalize.columns(row, entry, None)
     assert cols["spec_value"] == 3350.0 and cols["pct_of_spec"] == "" and cols["pct_of_derived"] == ""
     assert cols["derived_peak"] == ("" if value == "inf" else pytest.approx(3352.0))
+
+
+def test_which_rows_get_which_claim():
+    entry = specs.load().find("H100 SXM5 80GB")
+    matmul = {"family": "matmul", "benchmark": "bf16", "dtype": "bf16", "unit": "TFLOP/s", "status": "ok",
+              "value": "700.0"}
+    cols = normalize.columns(matmul, entry, None)
+    assert (cols["spec_figure"], cols["spec_value"]) == ("bf16_dense", 989.5)
+    # a latency row, a closing row, a family with no claim: the card named, nothing compared
+    latency = {"family": "transfer", "benchmark": "p2p_latency", "unit": "us", "status": "ok", "value": "2.5",
+               "params": json.dumps({"nvlinks": 18, "compute_capability": "9.0"})}
+    for row in (latency, {"family": "run", "benchmark": "end", "status": "ok", "value": "12"},
+                {"family": "llm", "benchmark": "decode", "status": "ok", "value": "1.0", "unit": "tokens/s"}):
+        cols = normalize.columns(row, entry, None)
+        assert cols["spec_entry"] == "H100 SXM5 80GB" and not any(v for k, v in cols.items() if k != "spec_entry")
+    # params that are not a JSON object are no params
+    p2p = {"family": "transfer", "benchmark": "p2p", "unit": "GB/s", "status": "ok", "value": "40.0",
+           "params": "[18, 9.0]"}
+    assert normalize.columns(p2p, None, None)["spec_value"] == ""
