@@ -686,6 +686,8 @@ def test_the_run_spec_line_and_the_rows_say_why_a_slice_has_no_claim(db):
     stored = {**measured, **cols}
     stored.update(normalize.columns(stored, None, DB))   # `report --specs` normalizes stored rows again
     assert stored["message"].count(specs.MIG_NO_ENTRY) == 1
+    quiet = row("memory", "copy", "fp32", "GB/s", 600.0, device_name=MIG, message="")
+    assert normalize.columns(quiet, None, DB)["message"] == specs.MIG_NO_ENTRY  # the only note: no "; " before it
     whole_card = row("memory", "copy", "fp32", "GB/s", 4000.0, device_name="NVIDIA H200", message="")
     assert "message" not in normalize.columns(whole_card, db.match("NVIDIA H200"), DB)
 
