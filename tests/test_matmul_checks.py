@@ -113,3 +113,8 @@ def test_a_gemm_that_returns_its_result_is_checked_on_what_it_returns():
     assert matmul_gemm.check(built) is None
     built.launch = lambda: want.float() * 1.01
     assert matmul_gemm.check(built).startswith("relative error 0.01 ")
+
+
+def test_host_rows_are_in_giga_units_int8_in_operations():
+    assert matmul_gemm.unit_and_scale(cpu(), "int8") == ("GOPS", 1e9, "OP")
+    assert matmul_gemm.unit_and_scale(cpu(), "bf16") == ("GFLOP/s", 1e9, "FLOP")
