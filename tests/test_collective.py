@@ -60,6 +60,7 @@ def test_busbw_factors_are_nccl_tests(n, all_reduce, others):
 
 def test_gather_and_scatter_messages_are_whole_chunks_per_rank():
     assert collective.elements("all_reduce", 8, 2, 8) == 4
+    assert collective.elements("all_reduce", 1, 2, 8) == 1  # less than one element: one
     assert collective.elements("all_gather", 8, 2, 8) == 8  # at least one element per rank
     assert collective.elements("reduce_scatter", 1000, 4, 3) == 249  # 250 rounded down to 3 chunks
 
