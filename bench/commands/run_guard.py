@@ -63,11 +63,10 @@ class DeviceLock:
             if i == self.slot:
                 continue
             try:
-                with open(path, "a+") as f:
+                with open(path) as f:  # a slot no run ever took has no file: nothing to create
                     try:
                         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
-                        f.seek(0)
                         found.append(f.read().strip() or "unknown")
             except OSError:
                 continue
