@@ -2,8 +2,9 @@
 
 No Triton import here, so the torch provider runs where Triton is not installed. Layout
 everywhere: A row-major (M, K), B column-major (K, N), i.e. B = w.t() of a contiguous (N, K)
-w -- the "TN" layout cuBLAS is fastest with, and the only one Hopper's FP8 GEMM takes
-(METHOD.md 2.1-2.3; mamf-finder builds B the same way).
+w -- the "TN" layout, the only one cuBLASLt's FP8 GEMM takes on Hopper (cublasLtMatmul's FP8
+requirements, https://docs.nvidia.com/cuda/cublas/#cublasltmatmul); mamf-finder builds B the same
+way (https://github.com/stas00/ml-engineering/blob/master/compute/accelerator/benchmarks/mamf-finder.py).
 """
 from __future__ import annotations
 

@@ -110,8 +110,9 @@ def _tile(ptr, n, tile, BLOCK: tl.constexpr):
 @triton.jit
 def _load(ptrs, mask, HINTS: tl.constexpr):
     # Every byte is read once, so ask for evict-first: Triton lowers it to L1::evict_first
-    # plus an L2 createpolicy evict_first hint (triton-lang/triton PR #3470). Not combined with .cg:
-    # ptxas rejects "ld.global.cg.L1::evict_first" (triton-lang/triton PR #10003).
+    # plus an L2 createpolicy evict_first hint (https://github.com/triton-lang/triton/pull/3470).
+    # Not combined with .cg: ptxas rejects "ld.global.cg.L1::evict_first"
+    # (https://github.com/triton-lang/triton/pull/10003).
     if HINTS:
         return tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
     else:

@@ -2,7 +2,8 @@
 MXFP4 and NVFP4 block quantization, and the scale layout cuBLAS reads.
 
 Plain torch, no Triton, so the formats can be checked on any machine. Conventions follow
-PyTorch's scaled-matmul tests (METHOD.md 2.3, `torch/testing/_internal/common_quantized.py`):
+PyTorch's scaled-matmul tests
+(https://github.com/pytorch/pytorch/blob/main/torch/testing/_internal/common_quantized.py):
 
 - e2m1: 1 sign, 2 exponent, 1 mantissa bit; codes 0..7 are 0, 0.5, 1, 1.5, 2, 3, 4, 6 and
   code | 8 is the negative. Two codes per byte, the FIRST element in the LOW nibble

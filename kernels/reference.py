@@ -6,8 +6,9 @@ import torch
 
 PATTERNS = ("read", "write", "copy", "triad")
 ARRAYS = {"read": 1, "write": 1, "copy": 2, "triad": 3}  # arrays each pattern touches
-# Explicit reads + writes per fp32 element, STREAM convention: no write-allocate term,
-# since GPU streaming stores need no read-for-ownership (METHOD.md 1.3, byte accounting).
+# Explicit reads + writes per fp32 element, STREAM's convention: no write-allocate term
+# (https://www.cs.virginia.edu/stream/ref.html, "counting bytes"; BabelStream counts the same way),
+# since GPU streaming stores need no read-for-ownership.
 BYTES_PER_ELEMENT_MOVED = {"read": 4, "write": 4, "copy": 8, "triad": 12}
 
 
@@ -21,8 +22,9 @@ def torch_write(out: torch.Tensor, value: float) -> None:
 
 
 def torch_copy(src: torch.Tensor, dst: torch.Tensor) -> None:
-    # Same-device contiguous copy_ goes through cudaMemcpyAsync (METHOD.md 1.3):
-    # the copy-engine-ish path users get from the framework.
+    # Same-device contiguous copy_ goes through cudaMemcpyAsync (copy_kernel_cuda in
+    # https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/cuda/Copy.cu):
+    # the path users get from the framework.
     dst.copy_(src)
 
 

@@ -27,3 +27,19 @@ def exit_early_worker(ctx, payload):
 def hanging_worker(ctx, payload):
     """Rank 1 stops answering when it reaches the all-gather steps."""
     _rank_1_at_all_gather(ctx, payload, lambda: time.sleep(600))
+
+
+def wrong_sum_worker(ctx, payload):
+    """Rank 1 sends rank+2 instead of rank+1 to every all-reduce, and to the reduce-scatter chunk
+    that rank 1 receives: a rank computing the wrong thing."""
+    if ctx.rank == 1:
+        real = collective_worker.fill_inputs
+
+        def fill_inputs(benchmark, inp, rank, n):
+            real(benchmark, inp, rank, n)
+            if benchmark == "all_reduce":
+                inp.add_(1)
+            if benchmark == "reduce_scatter":
+                inp.view(n, -1)[1].add_(1)
+        collective_worker.fill_inputs = fill_inputs
+    collective_worker.worker(ctx, payload)

@@ -96,7 +96,7 @@ def test_healthy_h100_passes_and_keeps_a_birth_certificate(tmp_path, capsys):
     cert = tmp_path / "out" / "baselines" / "GPU-0a1b2c3d-test.csv"
     assert cert.read_bytes() == res.read_bytes() and "birth certificate" in out
     code, out, _ = run_accept(capsys, tmp_path, gpu_run(tmp_path / "later.csv"))
-    assert cert.read_bytes() == res.read_bytes()  # the first accepted run stays the baseline
+    assert code == 0 and cert.read_bytes() == res.read_bytes()  # the first accepted run stays the baseline
 
 
 def test_link_trained_at_gen4_x8_fails_naming_the_link(tmp_path, capsys):

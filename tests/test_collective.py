@@ -7,6 +7,7 @@ and the subprocess calls have a timeout on top.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import torch
 
 from bench.commands import accept
 from bench.core import launch, normalize, specs, timing_multi
-from bench.core.devices import Target, cpu_target
+from bench.core.devices import Target, cpu_target, rank_threads
 from bench.core.options import RunOptions
 from bench.core.results import read_results
 from bench.core.units import human_bytes
@@ -59,45 +60,70 @@ def test_busbw_factors_are_nccl_tests(n, all_reduce, others):
 
 def test_gather_and_scatter_messages_are_whole_chunks_per_rank():
     assert collective.elements("all_reduce", 8, 2, 8) == 4
+    assert collective.elements("all_reduce", 1, 2, 8) == 1  # less than one element: one
     assert collective.elements("all_gather", 8, 2, 8) == 8  # at least one element per rank
     assert collective.elements("reduce_scatter", 1000, 4, 3) == 249  # 250 rounded down to 3 chunks
 
 
-def simulate(benchmark: str, n: int, count: int, dtype: str) -> list[torch.Tensor]:
-    """Each rank's output of the collective, computed with plain torch on the inputs fill_inputs makes."""
+def expected_output(benchmark: str, rank: int, n: int, count: int, dtype: str) -> torch.Tensor:
+    """What rank `rank` must hold after the collective, from its definition: rank q sends q+1
+    (reduce-scatter: q+1 + (chunk mod 2) to each chunk)."""
     dt = collective.DTYPES[dtype]
-    inputs = []
-    for r in range(n):
-        t = torch.empty(count // n if benchmark == "all_gather" else count, dtype=dt)
-        collective_worker.fill_inputs(benchmark, t, r, n)
-        inputs.append(t)
+    if benchmark == "all_reduce":
+        return torch.full((count,), n * (n + 1) // 2, dtype=dt)
     if benchmark == "all_gather":
-        return [torch.cat(inputs) for _ in range(n)]
-    total = inputs[0].clone()
-    for t in inputs[1:]:  # summed in the dtype, one rank after another, as a ring does
-        total += t
-    return [total] * n if benchmark == "all_reduce" else list(total.view(n, -1).clone())
+        return torch.arange(1, n + 1, dtype=dt).repeat_interleave(count // n)
+    return torch.full((count // n,), n * (n + 1) // 2 + n * (rank % 2), dtype=dt)
+
+
+@pytest.mark.parametrize("n", [2, 4, 21])
+@pytest.mark.parametrize("which", collective.BENCHMARKS)
+def test_each_rank_sends_rank_plus_one(which, n):
+    for rank in (0, n - 1):
+        inp = torch.empty(4 * n)
+        collective_worker.fill_inputs(which, inp, rank, n)
+        chunk_parity = torch.arange(n).repeat_interleave(4) % 2 if which == "reduce_scatter" else 0
+        assert torch.equal(inp, rank + 1 + chunk_parity * torch.ones(4 * n))
 
 
 @pytest.mark.parametrize("n", [2, 4, 8, 21])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 @pytest.mark.parametrize("which", collective.BENCHMARKS)
 def test_right_results_pass_the_check_exactly_and_wrong_ones_fail(which, dtype, n):
-    outs = simulate(which, n, 4 * n, dtype)
-    assert [collective_worker.count_wrong(which, o, r, n, dtype) for r, o in enumerate(outs)] == [0] * n
-    bad = outs[-1].clone()
+    count = 4 * n
+    for rank in range(n):
+        assert collective_worker.count_wrong(which, expected_output(which, rank, n, count, dtype), rank, n, dtype) == 0
+    bad = expected_output(which, n - 1, n, count, dtype)
     bad[1] += 1  # one element off by one: the sums are exact, so it shows
     assert collective_worker.count_wrong(which, bad, n - 1, n, dtype) == 1
     if which == "all_gather":  # chunks in the wrong order show
-        assert collective_worker.count_wrong(which, outs[0].flip(0), 0, n, dtype) > 0
+        assert collective_worker.count_wrong(which, expected_output(which, 0, n, count, dtype).flip(0), 0, n, dtype) > 0
     if which == "reduce_scatter":  # rank 1's chunk delivered to rank 0 shows
-        assert collective_worker.count_wrong(which, outs[1], 0, n, dtype) == outs[1].numel()
+        assert collective_worker.count_wrong(which, expected_output(which, 1, n, count, dtype), 0, n, dtype) == 4
+
+
+def test_sums_past_the_exact_range_allow_the_ring_s_rounding_and_no_more():
+    """bf16 holds integers exactly up to 256: 32 ranks sum to 528, and a ring adding in bf16
+    rounds on the way; n unit roundoffs (2^-8 each) of the sum are allowed then, twice that is not."""
+    n, dt = 32, collective.DTYPES["bf16"]
+    ring = torch.zeros(64, dtype=dt)
+    for q in range(n):
+        ring += q + 1
+    assert float(ring[0]) != n * (n + 1) // 2  # the ring's rounding shows...
+    assert collective_worker.count_wrong("all_reduce", ring, 0, n, "bf16") == 0  # ...and is allowed
+    bound = n * 2.0**-8 * 528
+    assert collective_worker.count_wrong("all_reduce", torch.full((64,), 528 + 0.5 * bound), 0, n, "bf16") == 0
+    assert collective_worker.count_wrong("all_reduce", torch.full((64,), 528 + 2 * bound), 0, n, "bf16") == 64
+    exact = torch.full((64,), 3.0, dtype=dt)
+    assert collective_worker.count_wrong("all_reduce", exact + 2.0**-6, 0, 2, "bf16") == 64  # one bf16 step off: no slack
 
 
 def test_all_reduce_sum_is_n_times_n_plus_one_over_two():
-    (out, *_) = simulate("all_reduce", 4, 8, "bf16")
-    assert out.tolist() == [10.0] * 8  # ranks send 1, 2, 3, 4
-    assert "10" in collective_worker.expected_text("all_reduce", 0, 4)
+    assert expected_output("all_reduce", 0, 4, 8, "bf16").tolist() == [10.0] * 8  # ranks send 1, 2, 3, 4
+    assert collective_worker.expected_text("all_reduce", 0, 4) == "the sum 10 (rank r sends r+1)"
+    assert collective_worker.expected_text("reduce_scatter", 1, 4) == (
+        "14 (the sum over ranks of rank+1 + (chunk mod 2))")
+    assert collective_worker.expected_text("all_gather", 1, 4) == "chunk q = q+1 (what rank q sent)"
 
 
 # ---------------------------------------------------------------- launch plumbing
@@ -147,6 +173,7 @@ def test_gloo_ranks_sum_correctly_and_busbw_is_algbw_times_the_factor(small_swee
         p = json.loads(r["params"])
         f = factor["all_reduce" if r["benchmark"] == "all_reduce" else "other"]
         assert p["world_size"] == n and p["busbw_factor"] == f
+        assert p["host_threads"] == rank_threads(n)  # each rank's threads, set in the worker
         assert r["metric"] == "busbw" and r["unit"] == "GB/s" and r["provider"] == "gloo"
         assert r["value"] == pytest.approx(p["algbw_gb_per_s"] * f, rel=1e-12)
         assert r["value"] == pytest.approx(r["work"] / r["time_s"] / 1e9, rel=1e-12)
@@ -178,6 +205,35 @@ def test_cpu_run_writes_one_csv_with_one_row_per_measurement(tmp_path):
     assert {r["status"] for r in res.rows} == {"ok"}
     assert {json.loads(r["params"])["world_size"] for r in res.rows} == {2}
     assert "all_reduce fp32, 2 ranks (gloo): peak busbw" in p.stdout
+
+
+def test_ctrl_c_during_the_collectives_keeps_the_sizes_measured_so_far(tmp_path):
+    """Rows reach the disk as each size is measured: an interrupt while rank 1 is stuck in the
+    all-gathers leaves every all-reduce row, in a file marked incomplete."""
+    from helpers import sigint_default
+
+    script = ("import sys; from bench import cli; from bench.families import collective; "
+              "collective.WORKER = 'tests.fake_workers:hanging_worker'; "
+              f"collective.CPU_SIZES = {SMALL!r}; collective.CPU_MEASURE_S = 0.01; "
+              f"sys.exit(cli.main(['run', '--device', 'cpu', '--families', 'collective', '--out', {str(tmp_path)!r}]))")
+    p = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=cpu_env(), text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, preexec_fn=sigint_default)
+    all_reduce_rows = len(collective.DTYPES) * (len(SMALL["quick"]) + 1)  # each size and the peak
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        files = list(tmp_path.glob("*.csv"))
+        if files and files[0].read_text().count("\n") > all_reduce_rows:  # the header, then the rows
+            break
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # rank 1 is stuck in the first all-gather: no row can come
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr[-3000:]
+    res = read_results(files[0])
+    assert not res.complete and res.end_message == f"interrupted by SIGINT after {all_reduce_rows} rows"
+    assert [(r["benchmark"], r["status"]) for r in res.rows] == [("all_reduce", "ok")] * all_reduce_rows
+    assert f"results so far (marked incomplete): {files[0]}" in stderr
 
 
 def test_torchrun_joined_job_writes_one_csv_from_local_rank_0(tmp_path):
@@ -247,6 +303,27 @@ def test_a_rank_that_exits_ends_the_family_naming_it_and_the_run_keeps_other_row
     memory_rows = [r for r in res.rows if r["family"] == "memory" and r["provider"] == "torch"]
     assert memory_rows and {r["status"] for r in memory_rows} == {"ok"}  # the family after it still ran
     assert _worker_children() == []
+
+
+def test_a_rank_that_sends_a_wrong_value_gives_wrong_rows_without_a_value(small_sweep, monkeypatch):
+    monkeypatch.setattr(collective, "WORKER", "tests.fake_workers:wrong_sum_worker")
+    rows = run_family(cpu_target(), ranks=2)
+    by = {(r["benchmark"], r["dtype"], r["case"]): r for r in rows}
+    for dtype in collective.DTYPES:
+        for nbytes in SMALL["quick"]:
+            row = by[("all_reduce", dtype, f"size-{human_bytes(nbytes)}")]
+            count = nbytes // collective.ELEMENT_BYTES[dtype]
+            assert row["status"] == "wrong" and "value" not in row
+            # every rank sees 1 + 3 = 4 where the sum must be 1 + 2 = 3; the first rank is named
+            assert row["message"] == (f"all_reduce {dtype}: rank 0: {count} of {count} output elements differ "
+                                      "from the sum 3 (rank r sends r+1)")
+        assert by[("all_reduce", dtype, "peak")]["status"] == "wrong"
+        # reduce-scatter: only rank 1's chunk is off, and rank 1 is named with what it had to receive
+        scatter = by[("reduce_scatter", dtype, "size-1KiB")]
+        count = KIB // collective.ELEMENT_BYTES[dtype] // 2
+        assert scatter["message"] == (f"reduce_scatter {dtype}: rank 1: {count} of {count} output elements differ "
+                                      "from 5 (the sum over ranks of rank+1 + (chunk mod 2))")
+    assert {r["status"] for r in rows if r["benchmark"] == "all_gather"} == {"ok"}  # the other collective ran
 
 
 def test_a_rank_that_hangs_is_named_after_the_timeout_and_no_process_is_left(small_sweep, monkeypatch):
@@ -373,3 +450,19 @@ def test_every_visible_gpu_runs_the_family(tmp_path):
     else:
         assert {r["status"] for r in rows} == {"ok"}
         assert all(float(r["value"]) > 0 for r in rows)
+
+
+def test_only_nccl_on_one_node_with_nvlink_up_is_held_to_nvlink():
+    entry = specs.load().find("H100 SXM5 80GB")
+
+    def spec_value(provider="nccl", **params):
+        row = {"family": "collective", "benchmark": "all_reduce", "provider": provider, "status": "ok",
+               "value": "300.0", "unit": "GB/s", "params": json.dumps(params)}
+        cols = normalize.columns(row, entry, shipped_db())
+        assert cols["spec_entry"] == "H100 SXM5 80GB"  # the card is named, compared or not
+        return cols["spec_value"]
+
+    assert spec_value(nvlinks_active=18, nodes=1) == 450.0
+    assert spec_value("gloo", nvlinks_active=18, nodes=1) == ""  # host processes: no NVLink in the path
+    assert spec_value(nvlinks_active=0, nodes=1) == ""  # links down or none: PCIe, not NVLink
+    assert spec_value(nvlinks_active=18, nodes=2) == spec_value(nvlinks_active=18) == ""  # the network decides

@@ -89,7 +89,8 @@ def test_the_pause_of_a_late_rank_is_outside_its_own_samples(monkeypatch):
 # ---------------------------------------------------------------- gloo ranks with a slow rank
 
 
-def test_slow_rank_2_is_named_with_its_host_on_the_rows_and_in_the_summary(small_sweep, monkeypatch, capfd):
+@pytest.mark.usefixtures("small_sweep")
+def test_slow_rank_2_is_named_with_its_host_on_the_rows_and_in_the_summary(monkeypatch, capfd):
     monkeypatch.setenv(faults.ENV, "slow-rank:2")
     rows = run_family(4)
     assert "FAULT INJECTION ON" in capfd.readouterr().err
@@ -105,14 +106,16 @@ def test_slow_rank_2_is_named_with_its_host_on_the_rows_and_in_the_summary(small
                for line in summary), summary
 
 
-def test_a_slow_rank_setting_that_names_no_rank_is_an_error_naming_it(small_sweep, monkeypatch):
+@pytest.mark.usefixtures("small_sweep")
+def test_a_slow_rank_setting_that_names_no_rank_is_an_error_naming_it(monkeypatch):
     monkeypatch.setenv(faults.ENV, "slow-rank:9")
     rows = run_family(2)
     assert {r["status"] for r in rows} == {"error"}
     assert all("slow-rank:9 must name a rank from 0 to 1" in r["message"] for r in rows)
 
 
-def test_pairs_find_rank_2(small_sweep, monkeypatch):
+@pytest.mark.usefixtures("small_sweep")
+def test_pairs_find_rank_2(monkeypatch):
     monkeypatch.setenv(faults.ENV, "slow-rank:2")
     monkeypatch.setitem(ranks.PAIR_BYTES, "gloo", 16 * 2**10)
     rows = run_family(4, pairs=True)

@@ -1,10 +1,15 @@
 """Spec and policy readers fed random and truncated files: a clean error naming the file, or a
-correct parse; never a traceback."""
+parse that holds exactly what the file says; never a traceback."""
 from importlib import resources
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from bench.commands import accept
 from bench.core import specs
@@ -32,7 +37,15 @@ def _spec_file(tmp_path, content: bytes):
     except specs.SpecError as e:
         assert str(path) in str(e)
         return None
-    assert db.entries  # a parse that succeeds still has the shipped entries
+    # Accepted: the file is TOML, and every card it names is in the database with its figures as written.
+    doc = tomllib.loads(content.decode("utf-8"))
+    for raw in doc.get("gpu", []):
+        entry = db.find(raw["name"])
+        assert entry is not None, raw["name"]
+        for key, figure in raw.items():
+            if key in specs.FIGURES:
+                assert (entry.figures[key].value, entry.figures[key].unit) == (figure["value"], figure["unit"])
+    assert db.find("H100 SXM5 80GB") is not None  # the shipped entries stay
     return db
 
 
@@ -44,8 +57,25 @@ def _policy_file(tmp_path, content: bytes):
     except accept.PolicyError as e:
         assert str(path) in str(e)
         return None
-    assert all(c.min_pct > 0 for c in policy.checks)
+    # Accepted: every check and setting the file gives is what the policy now holds.
+    doc = tomllib.loads(content.decode("utf-8"))
+    checks = {c.name: c for c in policy.checks}
+    for raw in doc.get("check", []):
+        for key, value in raw.items():
+            assert getattr(checks[raw["name"]], key) == value, (raw["name"], key)
+    for section in ("health", "idle_gate"):
+        for key, value in doc.get(section, {}).items():
+            assert getattr(policy, section)[key] == value, (section, key)
     return policy
+
+
+def test_the_untouched_files_parse_to_what_they_say(tmp_path):
+    db = _spec_file(tmp_path, USER_SPECS.encode())
+    assert db.find("Lab Card").figures["bf16_dense"].value == 100
+    policy = _policy_file(tmp_path, SHIPPED_POLICY.encode())
+    assert [c.name for c in policy.checks] == [c["name"] for c in tomllib.loads(SHIPPED_POLICY)["check"]]
+    override = _policy_file(tmp_path, b'[[check]]\nname = "memory-copy"\nmin_pct = 70.5\n[health]\nmax_temperature_c = 80\n')
+    assert override.health["max_temperature_c"] == 80
 
 
 @FUZZ

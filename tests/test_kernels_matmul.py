@@ -184,6 +184,12 @@ def _upcast_bf16_dot_operands() -> None:
     it.InterpreterBuilder.create_dot = create_dot
 
 
+def _fp4_expected() -> bool:
+    """tl.dot_scaled must compile here: tests/test_kernel_build.py builds it for 9.0, 10.0 and 12.0
+    (block-scaled MMA on 10.0 and 12.0, emulated on 9.0); only older cards may lack it."""
+    return km.has_dot_scaled() and torch.cuda.get_device_capability() >= (9, 0)
+
+
 def _child_main(device: str, out_path: str) -> None:
     """Run the cases named on stdin; write {"interpreted", "bf16_dot_patched", "results"}."""
     wanted = set(json.load(sys.stdin))
@@ -200,8 +206,8 @@ def _child_main(device: str, out_path: str) -> None:
             results[case.id] = "ok"
         except Exception as e:  # noqa: BLE001 - report every failure, keep checking
             text = f"{type(e).__name__}: {e}"
-            if device != "cpu" and case.recipe == "mxfp4" and "AssertionError" not in text:
-                text = "skip: this card or triton cannot compile tl.dot_scaled e2m1: " + text[:300]
+            if device != "cpu" and case.recipe == "mxfp4" and "AssertionError" not in text and not _fp4_expected():
+                text = "skip: tl.dot_scaled e2m1 below compute capability 9.0: " + text[:300]
             results[case.id] = text
     if "nibble-order" in wanted:
         try:
@@ -268,8 +274,8 @@ def test_tl_dot_scaled_reads_the_low_nibble_first_as_we_pack(cpu_report):
 @pytest.mark.gpu
 def test_tl_dot_scaled_reads_the_low_nibble_first_on_cuda(gpu_report):
     result = gpu_report["results"]["nibble-order"]
-    if result != "ok" and "AssertionError" not in result:
-        pytest.skip(f"tl.dot_scaled e2m1 x bf16 does not compile here: {result}")
+    if result != "ok" and "AssertionError" not in result and not _fp4_expected():
+        pytest.skip(f"tl.dot_scaled e2m1 x bf16 below compute capability 9.0: {result}")
     assert result == "ok", result
 
 

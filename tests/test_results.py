@@ -91,7 +91,7 @@ def _damage(tmp_path, edit):
 def _error(path) -> ResultsFileError:
     with pytest.raises(ResultsFileError) as info:
         read_results(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and info.value.path == str(path)
     return info.value
 
 
@@ -105,6 +105,23 @@ def test_torn_last_row_reads_as_incomplete_without_it(tmp_path):
     torn = _damage(tmp_path, lambda lines: lines[:2] + [lines[2][: len(lines[2]) // 3]])
     res = read_results(torn)
     assert not res.complete and len(res.rows) == 1 and "torn" in res.end_message
+
+
+@pytest.mark.parametrize("extra, line, words", [
+    (lambda lines: [lines[2]], 5, "rows after the run's closing row"),  # a row appended to a finished run
+    (lambda lines: [lines[3]], 5, "rows after the run's closing row"),  # a second closing row
+    (lambda lines: lines, 5, "rows after the run's closing row"),  # two runs' files concatenated
+    (lambda lines: [lines[2][: len(lines[2]) // 3]], 5, "text after the run's closing row"),  # torn, no newline
+])
+def test_anything_after_the_closing_row_is_rejected_not_read_as_complete(tmp_path, extra, line, words):
+    bad = _damage(tmp_path, lambda lines: lines + extra(lines))
+    e = _error(bad)
+    assert e.line == line and e.problem == words
+
+
+def test_blank_lines_after_the_closing_row_are_harmless(tmp_path):
+    res = read_results(_damage(tmp_path, lambda lines: lines + ["\r\n", "\r\n"]))
+    assert res.complete and len(res.rows) == 2
 
 
 def test_non_numeric_value_names_line_and_column(tmp_path):

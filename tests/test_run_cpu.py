@@ -10,6 +10,7 @@ import pytest
 
 from bench.core.results import read_results
 from bench.core import identity
+from helpers import sigint_default
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def cardbench(*args, **kw) -> subprocess.Popen:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_default, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +116,33 @@ def test_unknown_device_is_bad_input():
     assert p.returncode == 2 and "cuda:7" in stderr and "no visible GPU" in stderr
 
 
-def test_unwritable_out_is_bad_input(tmp_path):
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_out_at_a_file_is_bad_input_naming_the_file(tmp_path, under):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    p = cardbench("run", "--out", str(blocker / "sub"))
+    out = blocker / under if under else blocker
+    p = cardbench("run", "--families", "memory", "--out", str(out))
     _, stderr = p.communicate(timeout=120)
-    assert p.returncode == 2 and "cannot write results" in stderr and str(blocker) in stderr
+    assert p.returncode == 2, stderr
+    assert stderr.endswith(f"cardbench: --out {out}: {blocker} is a file; --out names the folder the results "
+                           "CSV goes in (made if missing)\n")
+    assert blocker.read_text() == "not a directory"
+
+
+def test_unwritable_out_is_bad_input(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from bench.commands import run
+    from bench.core.options import RunOptions
+
+    def read_only(path, fields):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(run, "ResultsWriter", read_only)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    code, path = run.execute(RunOptions(device="cpu", families=("memory",), out=str(tmp_path / "ro")))
+    assert (code, path) == (2, None)
+    assert f"cardbench: cannot write results to {tmp_path / 'ro'}: Read-only file system" in capsys.readouterr().err
 
 
 def test_unknown_family_is_a_usage_error():
@@ -208,6 +230,14 @@ def test_a_second_run_on_the_same_device_warns(tmp_path):
     finally:
         held.close()
     assert "another cardbench run (pid" in stderr and "disturb each other" in stderr
+
+
+def test_runs_of_this_suite_lock_the_device_in_the_suite_s_own_folder(tmp_path, own_lock_dir):
+    """Another suite on the same machine (or a real run) never sees this suite's runs, nor they its."""
+    p = cardbench("run", "--out", str(tmp_path), "--families", "memory", "--case-timeout", "0.01")
+    p.communicate(timeout=120)
+    holders = [lock.read_text() for lock in own_lock_dir.glob("cardbench-cpu-*.lock")]
+    assert str(p.pid) in holders  # the run wrote its pid where only this session looks
 
 
 def test_full_disk_never_leaves_a_file_claimed_complete(tmp_path, monkeypatch, capsys):

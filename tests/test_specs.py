@@ -199,7 +199,7 @@ def test_figures_no_document_prints_are_absent(db):
 
 # ---------------------------------------------------------------- matching
 
-# Every NVML name in SPECS.md with its PCI device id and the entry it must reach.
+# Every NVML name of the shipped entries with its PCI device id and the entry it must reach.
 NVML = [
     ("NVIDIA H100 80GB HBM3", "0x2330", "H100 SXM5 80GB"),
     ("NVIDIA H100 PCIe", "0x2331", "H100 PCIe 80GB"),
@@ -527,7 +527,7 @@ def test_derived_peak_from_a_recorded_nvml_reading(db, h100_identity):
 
 
 def b200_identity(bus_width_bits: int) -> dict[str, str]:
-    mem_mhz = 4000  # made up: a clock at which 7680 bits give the 7.68 TB/s METHOD.md reports
+    mem_mhz = 4000  # made up: a clock at which a 7680-bit bus gives 7.68 TB/s (B200's driver reports 7680 bits)
     return {"mem_clock_max_mhz": str(mem_mhz), "mem_bus_width_bits": str(bus_width_bits),
             "mem_peak_bytes_per_s": str(mem_mhz * 1_000_000 * bus_width_bits * 2 // 8),
             "memory_total_bytes": str(183 * 10**9)}
@@ -557,7 +557,7 @@ def test_pcie_per_direction_after_encoding():
     assert normalize.pcie_bytes_per_s(4, 16) == pytest.approx(31.5e9, rel=1e-3)
     assert normalize.pcie_bytes_per_s(3, 16) == pytest.approx(15.75e9, rel=1e-3)
     assert normalize.pcie_bytes_per_s(4, 8) == normalize.pcie_bytes_per_s(4, 16) / 2
-    assert normalize.pcie_bytes_per_s(6, 16) == pytest.approx(121e9)     # SPECS.md 7.1, FLIT mode
+    assert normalize.pcie_bytes_per_s(6, 16) == pytest.approx(121e9)     # FLIT mode: 242 of 256 bytes carry data
     assert normalize.pcie_bytes_per_s(1, 16) == pytest.approx(4e9)       # 8b/10b
     with pytest.raises(ValueError):
         normalize.pcie_bytes_per_s(7, 16)
@@ -686,6 +686,8 @@ def test_the_run_spec_line_and_the_rows_say_why_a_slice_has_no_claim(db):
     stored = {**measured, **cols}
     stored.update(normalize.columns(stored, None, DB))   # `report --specs` normalizes stored rows again
     assert stored["message"].count(specs.MIG_NO_ENTRY) == 1
+    quiet = row("memory", "copy", "fp32", "GB/s", 600.0, device_name=MIG, message="")
+    assert normalize.columns(quiet, None, DB)["message"] == specs.MIG_NO_ENTRY  # the only note: no "; " before it
     whole_card = row("memory", "copy", "fp32", "GB/s", 4000.0, device_name="NVIDIA H200", message="")
     assert "message" not in normalize.columns(whole_card, db.match("NVIDIA H200"), DB)
 
@@ -701,3 +703,51 @@ def test_a_spec_entry_naming_the_slice_is_used(tmp_path):
     out = normalize.columns(row("memory", "copy", "fp32", "GB/s", 540.0, device_name=MIG), entry, DB)
     assert out["pct_of_spec"] == pytest.approx(90.0) and "message" not in out
     assert db.match("NVIDIA H200", nvml_id("0x2335")).name == "H200 SXM 141GB"   # the card keeps its entry
+
+
+def test_a_row_without_a_unit_is_compared_in_the_figure_s_unit():
+    entry = specs.load().find("H100 SXM5 80GB")
+    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "status": "ok", "value": "3015.0",
+           "mem_peak_bytes_per_s": "3352000000000"}
+    cols = normalize.columns(row, entry, None)
+    assert (cols["spec_figure"], cols["spec_value"], cols["spec_unit"]) == ("memory_bandwidth", 3350.0, "GB/s")
+    assert cols["pct_of_spec"] == pytest.approx(90.0) and cols["derived_peak"] == pytest.approx(3352.0)  # GB/s
+    assert normalize.columns(dict(row, mem_peak_bytes_per_s="1"), entry, None)["derived_peak"] == pytest.approx(1e-9)
+
+
+def test_a_figure_in_another_unit_is_converted_to_the_row_s():
+    lab = specs.Entry("Lab Card", ["Lab Card"], [], [], {}, {
+        "memory_bandwidth": specs.Figure("memory_bandwidth", 0.05, "TB/s", "lab sheet")}, "lab.toml")
+    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "status": "ok", "value": "40.0", "unit": "GB/s"}
+    cols = normalize.columns(row, lab, None)
+    assert (cols["spec_value"], cols["spec_unit"], cols["spec_source"]) == (50.0, "GB/s", "lab sheet")
+    assert cols["pct_of_spec"] == pytest.approx(80.0)
+
+
+@pytest.mark.parametrize("status, value", [("ok", "inf"), ("ok", "nan"), ("wrong", "3015.0"), ("ok", "")])
+def test_only_a_finite_ok_value_gets_a_percentage(status, value):
+    entry = specs.load().find("H100 SXM5 80GB")
+    row = {"family": "memory", "benchmark": "copy", "dtype": "fp32", "unit": "GB/s", "status": status,
+           "value": value, "mem_peak_bytes_per_s": "nan" if value == "inf" else "3352000000000"}
+    cols = normalize.columns(row, entry, None)
+    assert cols["spec_value"] == 3350.0 and cols["pct_of_spec"] == "" and cols["pct_of_derived"] == ""
+    assert cols["derived_peak"] == ("" if value == "inf" else pytest.approx(3352.0))
+
+
+def test_which_rows_get_which_claim():
+    entry = specs.load().find("H100 SXM5 80GB")
+    matmul = {"family": "matmul", "benchmark": "bf16", "dtype": "bf16", "unit": "TFLOP/s", "status": "ok",
+              "value": "700.0"}
+    cols = normalize.columns(matmul, entry, None)
+    assert (cols["spec_figure"], cols["spec_value"]) == ("bf16_dense", 989.5)
+    # a latency row, a closing row, a family with no claim: the card named, nothing compared
+    latency = {"family": "transfer", "benchmark": "p2p_latency", "unit": "us", "status": "ok", "value": "2.5",
+               "params": json.dumps({"nvlinks": 18, "compute_capability": "9.0"})}
+    for row in (latency, {"family": "run", "benchmark": "end", "status": "ok", "value": "12"},
+                {"family": "llm", "benchmark": "decode", "status": "ok", "value": "1.0", "unit": "tokens/s"}):
+        cols = normalize.columns(row, entry, None)
+        assert cols["spec_entry"] == "H100 SXM5 80GB" and not any(v for k, v in cols.items() if k != "spec_entry")
+    # params that are not a JSON object are no params
+    p2p = {"family": "transfer", "benchmark": "p2p", "unit": "GB/s", "status": "ok", "value": "40.0",
+           "params": "[18, 9.0]"}
+    assert normalize.columns(p2p, None, None)["spec_value"] == ""

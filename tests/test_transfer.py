@@ -109,6 +109,110 @@ def test_bidir_total_is_normalized_against_both_directions():
     assert normalize.columns(row, H100_SXM, DB)["pct_of_derived"] == pytest.approx(norm["pct_of_derived"])
 
 
+def _p2p_row(params: dict, **row) -> dict:
+    return {"family": "transfer", "benchmark": "p2p", "status": "ok", "value": "45.0", "unit": "GB/s",
+            "device_name": "NVIDIA H100 80GB HBM3", "params": json.dumps(params), **row}
+
+
+GEN5_X16, GEN4_X16 = 64 * 128 / 130, 32 * 128 / 130  # GB/s per direction after 128b/130b encoding
+
+
+def test_an_nvlink_peer_copy_is_normalized_against_nvlink_per_direction_and_its_links():
+    cols = normalize.columns(_p2p_row({"nvlinks": 10, "compute_capability": "9.0"}), H100_SXM, DB)
+    assert (cols["spec_entry"], cols["spec_figure"], cols["spec_value"], cols["spec_unit"]) == (
+        "H100 SXM5 80GB", "nvlink_per_direction", 450.0, "GB/s")
+    assert cols["spec_source"] == H100_SXM.figures["nvlink_per_direction"].source
+    assert cols["pct_of_spec"] == pytest.approx(10.0)  # 45 of 450
+    assert cols["derived_peak"] == pytest.approx(250.0) and cols["pct_of_derived"] == pytest.approx(18.0)  # 10 x 25
+    # the compute capability from the row when params lack it; an unknown generation gives no derived peak
+    cols = normalize.columns(_p2p_row({"nvlinks": 10}, compute_capability="9.0"), H100_SXM, DB)
+    assert cols["derived_peak"] == pytest.approx(250.0)
+    cols = normalize.columns(_p2p_row({"nvlinks": 4}, compute_capability="8.6"), None, DB)
+    assert cols["derived_peak"] == "" and cols["spec_value"] == "" and cols["spec_entry"] == ""
+    cols = normalize.columns(_p2p_row({"nvlinks": 10, "compute_capability": "9.0"}, status="skipped", value=""),
+                             H100_SXM, DB)
+    assert cols["spec_value"] == 450.0 and cols["pct_of_spec"] == "" and cols["pct_of_derived"] == ""
+
+
+def test_a_pcie_peer_copy_is_normalized_against_the_slower_of_the_two_links():
+    both = {"cuda:0": [5, 16], "cuda:1": [4, 16]}
+    same = {"device_name": "NVIDIA H100 80GB HBM3", "pcie_gen_max": "5", "pcie_width_max": "16"}
+    row = _p2p_row({"peer": same, "links_under_load": both}, pcie_gen_max="5", pcie_width_max="16")
+    cols = normalize.columns(row, H100_SXM, DB)
+    assert (cols["spec_figure"], cols["spec_unit"]) == ("pcie_per_direction", "GB/s")
+    assert cols["spec_value"] == pytest.approx(GEN5_X16) and cols["pct_of_spec"] == pytest.approx(100 * 45 / GEN5_X16)
+    assert cols["spec_source"] == H100_SXM.figures["pcie_gen"].source
+    assert cols["derived_peak"] == pytest.approx(GEN4_X16)  # the peer trained at Gen4: the pair's bottleneck
+    assert cols["pct_of_derived"] == pytest.approx(100 * 45 / GEN4_X16)
+    # a different card on the other end: its own NVML maximum, not this card's spec entry
+    other = {"device_name": "NVIDIA L4", "pcie_gen_max": "4", "pcie_width_max": "16"}
+    cols = normalize.columns(_p2p_row({"peer": other, "links_under_load": both}), H100_SXM, DB)
+    assert cols["spec_value"] == pytest.approx(GEN4_X16) and cols["spec_source"].startswith("NVML")
+    # one link read, or a reading that is not [gen, width]: no derived peak
+    for under_load in ({"cuda:0": [5, 16]}, {"cuda:0": [5, 16], "cuda:1": "Gen4 x16"}, {"cuda:0": [5, 16], "cuda:1": [5]}):
+        cols = normalize.columns(_p2p_row({"peer": same, "links_under_load": under_load}), H100_SXM, DB)
+        assert cols["derived_peak"] == "" and cols["spec_value"] == pytest.approx(GEN5_X16)
+    # neither card's link known: nothing to compare with
+    cols = normalize.columns(_p2p_row({}), None, DB)
+    assert cols["spec_value"] == "" and cols["derived_peak"] == ""
+
+
+def _lab_entry(**figures) -> specs.Entry:
+    """A spec entry of a user's own file: figures given as key=(value, unit, source)."""
+    return specs.Entry("Lab Card", ["Lab Card"], [], [], {}, {
+        key: specs.Figure(key, value, unit, source) for key, (value, unit, source) in figures.items()}, "lab.toml")
+
+
+def test_the_supported_link_of_an_unknown_card_is_nvml_s_maximum():
+    row = {"family": "transfer", "benchmark": "h2d", "status": "ok", "value": "20.0", "unit": "GB/s",
+           "pcie_gen_max": "4", "pcie_width_max": "8", "pcie_gen_current": "4", "pcie_width_current": "8"}
+    cols = normalize.columns(row, None, DB)
+    assert cols["spec_value"] == pytest.approx(GEN4_X16 / 2) and cols["spec_entry"] == ""
+    assert cols["spec_source"] == ("NVML: the card's maximum PCIe link (GPU max generation x max width); "
+                                   "no spec entry figure")
+    # a peer copy: this card's NVML maximum, and the peer's (the same card: this entry, had it one)
+    same = {"device_name": "NVIDIA H100 80GB HBM3", "pcie_gen_max": "5", "pcie_width_max": "16"}
+    cols = normalize.columns(_p2p_row({"peer": same}, pcie_gen_max="4", pcie_width_max="16"), None, DB)
+    assert cols["spec_value"] == pytest.approx(GEN4_X16)
+    cols = normalize.columns(_p2p_row({"peer": same}, pcie_gen_max="5", pcie_width_max="8"), None, DB)
+    assert cols["spec_value"] == pytest.approx(GEN4_X16)  # Gen5 x8 = Gen4 x16
+
+
+def test_a_peer_of_the_same_card_is_held_to_the_entry_not_to_its_slot():
+    slot_limited = {"device_name": "NVIDIA H100 80GB HBM3", "pcie_gen_max": "4", "pcie_width_max": "8"}
+    cols = normalize.columns(_p2p_row({"peer": slot_limited}), H100_SXM, DB)
+    assert cols["spec_value"] == pytest.approx(GEN5_X16) and cols["spec_entry"] == "H100 SXM5 80GB"
+    cols = normalize.columns(_p2p_row({"peer": dict(slot_limited, device_name="NVIDIA L4")}), H100_SXM, DB)
+    assert cols["spec_value"] == pytest.approx(GEN4_X16 / 2)  # another card: its own NVML maximum
+
+
+def test_equal_links_name_the_first_claim_s_source():
+    lab = _lab_entry(pcie_gen=(5, "gen", "zz lab sheet"), pcie_lanes=(16, "lanes", "zz lab sheet"))
+    other = {"device_name": "NVIDIA L4", "pcie_gen_max": "5", "pcie_width_max": "16"}
+    cols = normalize.columns(_p2p_row({"peer": other}), lab, DB)
+    assert cols["spec_value"] == pytest.approx(GEN5_X16) and cols["spec_source"] == "zz lab sheet"
+
+
+def test_pcie_and_nvlink_claims_from_a_user_entry():
+    lab = _lab_entry(pcie_gen=(4, "gen", "gen sheet"), pcie_lanes=(8, "lanes", "lane sheet"),
+                     nvlink_per_direction=(400, "GB/s", "nvl sheet"), nvlink_bidir=(900, "GB/s", "bidir sheet"))
+    rate, source, link = normalize.pcie_claim(lab, "5", "16")
+    assert (rate, source, link) == (pytest.approx(GEN4_X16 / 2 * 1e9), "gen sheet; lane sheet", "Gen4 x8")
+    assert normalize.nvlink_claim(lab) == (400e9, "nvl sheet")  # the per-direction figure, not half of bidir
+    only_gen = _lab_entry(pcie_gen=(4, "gen", "gen sheet"))  # half a link: NVML's maximum instead
+    assert normalize.pcie_claim(only_gen, "5", "16")[2] == "Gen5 x16"
+    assert normalize.pcie_claim(None, "7", "16") is None  # a generation nobody knows: no claim
+    assert normalize.nvlink_link_bytes_per_s(4, None) is None and normalize.nvlink_link_bytes_per_s(4, DB) == 25e9
+
+
+def test_impossible_links_are_refused_naming_the_value():
+    with pytest.raises(ValueError, match=r"^PCIe generation 7: known are 1, 2, 3, 4, 5, 6$"):
+        normalize.pcie_bytes_per_s(7, 16)
+    for lanes in (True, 16.0, 0, -4):
+        with pytest.raises(ValueError, match=rf"^PCIe lanes {lanes!r}: a positive whole number$"):
+            normalize.pcie_bytes_per_s(5, lanes)
+
+
 # ---------------------------------------------------------------- the plan and skip logic
 
 def test_cpu_plan_is_quick_sizes_and_placeholders():
@@ -329,6 +433,16 @@ def test_bidir_total_counts_both_directions():
     assert m.work == 2 * GIB and m.size_bytes == 2 * GIB
     lat = transfer.make_case(transfer.Copy("p2p_latency", "device", 16, 0, 1))
     assert (lat.metric, lat.unit, lat.work) == ("latency", "us", 16.0)
+
+
+def test_a_copy_is_bytes_over_seconds_in_decimal_gb_per_s():
+    h2d = transfer.make_case(transfer.Copy("h2d", "pinned", 256 * 2**20, 0))
+    assert (h2d.family, h2d.benchmark, h2d.provider, h2d.dtype, h2d.name) == ("transfer", "h2d", "torch", "uint8",
+                                                                              "pinned-256MiB")
+    assert (h2d.metric, h2d.unit, h2d.scale, h2d.work, h2d.work_unit, h2d.size_bytes) == (
+        "bandwidth", "GB/s", 1e9, 256.0 * 2**20, "B", 256 * 2**20)
+    lat = transfer.make_case(transfer.Copy("p2p_latency", "device", 16, 0, 1))
+    assert (lat.scale, lat.work_unit, lat.dtype) == (1e-6, "B", "uint8")
 
 
 # ---------------------------------------------------------------- printed summary

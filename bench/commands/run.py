@@ -97,6 +97,8 @@ def main(args) -> int:
 def setup(options: RunOptions) -> harness.RunState:
     """The devices, the spec database and the run state; raises DeviceError or SpecError."""
     targets = devices.select(options.device)
+    if any(not t.is_cuda for t in targets):
+        torch.set_num_threads(devices.host_threads())  # set, and recorded on every row (host_threads)
     db = specs.load(options.specs)
     for t in targets:
         t.spec = db.match(t.identity.get("device_name", ""), t.identity.get("pci_device_id", ""))
@@ -170,6 +172,11 @@ def execute(options: RunOptions, before_family=None, measure=None) -> tuple[int,
     print(header(run_fields), flush=True)
     label = targets[0].name if len(targets) == 1 else f"{len(targets)}x{targets[0].name}"
     path = results_path(Path(options.out), label, run_id, started)
+    in_the_way = next((p for p in (Path(options.out), *Path(options.out).parents) if p.exists()), None)
+    if in_the_way is not None and not in_the_way.is_dir():
+        print(f"cardbench: --out {options.out}: {in_the_way} is a file; --out names the folder the results CSV "
+              "goes in (made if missing)", file=sys.stderr)
+        return EXIT_BAD_INPUT, None
     try:
         writer = ResultsWriter(path, run_fields)
     except OSError as e:
@@ -189,6 +196,11 @@ def _warn_before(run: harness.RunState, items) -> None:
             print(f"warning: {others} other process(es) are computing on {t.device} ({t.name}); "
                   "its measurements are disturbed", file=sys.stderr)
     run.locks = [device_lock(t) for t in run.targets]  # held until the process ends
+    for t, lock in zip(run.targets, run.locks):
+        t.lock = lock  # each row asks it for other runs (bench/core/harness.py)
+        busy = harness.busy_host(t)
+        if busy:
+            print(f"warning: {busy}: the CPU numbers will read low", file=sys.stderr)
     for family in dict.fromkeys(item[1] for item in items):
         prepare = getattr(family, "prepare", None)
         for line in prepare(run.targets, run.state(family)) if prepare else []:

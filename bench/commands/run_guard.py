@@ -43,8 +43,41 @@ class Watchdog:
             os._exit(EXIT_HUNG)
 
 
-def device_lock(target: Target, lock_dir: str | None = None):
-    """Take this device's lock; when another cardbench run holds it, warn: the runs disturb each other."""
+# Runs on one device that see each other: each holds one of these lock files for its whole life.
+LOCK_SLOTS = 8
+
+
+class DeviceLock:
+    """This run's hold on a device: one slot file locked (flock) while the run lasts, so every run
+    on the device can ask which others are measuring it now. The kernel drops a dead run's lock."""
+
+    def __init__(self, paths: list[Path], slot: int, file):
+        self.paths, self.slot, self.file = paths, slot, file
+
+    def others(self) -> list[str]:
+        """The pids of the other cardbench runs holding a slot of this device now."""
+        import fcntl
+
+        found = []
+        for i, path in enumerate(self.paths):
+            if i == self.slot:
+                continue
+            try:
+                with open(path) as f:  # a slot no run ever took has no file: nothing to create
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        found.append(f.read().strip() or "unknown")
+            except OSError:
+                continue
+        return found
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def device_lock(target: Target, lock_dir: str | None = None) -> DeviceLock | None:
+    """Take a lock slot of this device; when other cardbench runs hold one, warn: the runs disturb each other."""
     try:
         import fcntl
     except ImportError:  # not on this platform: no warning, the result files still never collide
@@ -52,19 +85,26 @@ def device_lock(target: Target, lock_dir: str | None = None):
     key = target.identity.get("device_uuid") or f"{target.device.type}-{target.identity.get('device_name', '')}"
     # CARDBENCH_LOCK_DIR: where the locks live (tests give each suite its own)
     folder = lock_dir or os.environ.get("CARDBENCH_LOCK_DIR") or tempfile.gettempdir()
-    path = Path(folder) / f"cardbench-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.lock"
-    try:
-        f = open(path, "a+")
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "unknown"
-        print(f"warning: another cardbench run (pid {holder}) is measuring {target.device} now: "
+    stem = f"cardbench-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}"
+    paths = [Path(folder) / f"{stem}.lock"] + [Path(folder) / f"{stem}.{i}.lock" for i in range(1, LOCK_SLOTS)]
+    lock = None
+    for slot, path in enumerate(paths):
+        try:
+            f = open(path, "a+")
+        except OSError:
+            return None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        lock = DeviceLock(paths, slot, f)
+        break
+    others = lock.others() if lock is not None else ["unknown"]
+    if others:
+        print(f"warning: another cardbench run (pid {', '.join(others)}) is measuring {target.device} now: "
               "both runs' measurements disturb each other", file=sys.stderr)
-        return f
-    except OSError:
-        return None
-    f.truncate(0)
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+    return lock

@@ -1,6 +1,7 @@
 """Which devices a run measures, and what each one is."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,7 @@ class Target:
     identity: dict[str, str] = field(default_factory=dict)
     spec: object = None  # the bench.core.specs.Entry this card matched, or None (unknown card, CPU)
     host_memory_bytes: int = 0  # the host's MemTotal when the run started (0: unknown)
+    lock: object = None  # this run's lock on the device (bench/commands/run_guard.py): it sees other runs
 
     @property
     def is_cuda(self) -> bool:
@@ -60,6 +62,23 @@ def host_available_bytes() -> int:
     except OSError:
         pass
     return 4 * 2**30  # unknown: assume a small machine
+
+
+def host_threads() -> int:
+    """Threads torch computes with in CPU mode: OMP_NUM_THREADS when set (the usual knob), else
+    every CPU this process may run on (its affinity mask, which taskset and cpusets narrow)."""
+    text = os.environ.get("OMP_NUM_THREADS", "")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def rank_threads(ranks: int) -> int:
+    """Threads of each of `ranks` local processes sharing the host (the CPU collectives)."""
+    return max(1, host_threads() // ranks)
 
 
 def select(spec: str | None) -> list[Target]:

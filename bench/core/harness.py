@@ -19,6 +19,7 @@ the notes (noisy, disturbed, launch-bound), and the normalization columns
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -69,6 +70,9 @@ class Measurement:
     case: Case | None = None  # what was measured, where it differs from the planned case (a searched shape)
     notes: list[str] = field(default_factory=list)
     after: Callable[[float], list[str]] | None = None  # notes that need the measured value
+    # Sees this measurement, and may return an earlier, faster one of the same thing for the row
+    # instead (matmul: a fixed shape that beat the shape search's best).
+    review: Callable[[Timed], Timed | None] | None = None
 
 
 @dataclass
@@ -192,14 +196,32 @@ def disturbed_note(row: dict[str, object]) -> str:
     return ""
 
 
+def busy_host(target: Target) -> str:
+    """CPU mode: a load average above the machine's CPUs, i.e. other work time-slices the
+    benchmark's threads (samples then read low and coarse, in steps of the scheduler's slice)."""
+    if target.is_cuda or not hasattr(os, "getloadavg"):
+        return ""
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    return f"busy host: load {load:.1f} on {cpus} CPUs" if load > cpus else ""
+
+
+def other_runs_note(target: Target) -> str:
+    """Other cardbench runs measuring this device now, as this run's device lock sees them."""
+    others = target.lock.others() if target.lock is not None else []
+    return f"disturbed: another cardbench run (pid {', '.join(others)})" if others else ""
+
+
 def measured_row(case: Case, target: Target, result: timing.Timing, params: dict, window: dict,
                  notes: list[str]) -> dict[str, object]:
     """The row of a timed case: identity, the window's telemetry, the value and the notes."""
+    if not target.is_cuda:  # the family's own count wins (each collective rank's)
+        params = {"host_threads": torch.get_num_threads(), **params}
     row = base_row(case, target, params)
     row.update(window)
     row.update(value_fields(result, case))
     row.update(efficiency(row))
-    notes = [*notes, spread_note(row), disturbed_note(row), *result.notes]
+    notes = [*notes, spread_note(row), disturbed_note(row), other_runs_note(target), busy_host(target),
+             *result.notes]
     row.update(status="ok", message="; ".join(dict.fromkeys(n for n in notes if n)))
     return row
 
@@ -270,6 +292,10 @@ def timed_row(m: Measurement, target: Target, case: Case) -> dict[str, object]:
         # Read the link right after the load: an idle link trains down to Gen1.
         window.update(telemetry.pcie_link(target.index))
     row = measured_row(case, target, result, m.params, window, m.notes)
+    instead = m.review(Timed(result, m.params, window, m.notes, case)) if m.review is not None else None
+    if instead is not None:
+        row = measured_row(instead.case or case, target, instead.timing, instead.params, instead.telemetry,
+                           instead.notes)
     if m.after is not None:
         extra = [n for n in m.after(float(row["value"])) if n]
         row["message"] = "; ".join(n for n in (row["message"], *extra) if n)

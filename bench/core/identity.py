@@ -179,8 +179,10 @@ def device_identity(index: int | None, handle=None) -> dict[str, str]:
     put("mem_bus_width_bits", bus_width)
     put("mem_clock_max_mhz", mem_mhz)
     if bus_width and mem_mhz:
-        # Peak = max memory clock x bus width x 2 (double data rate), METHOD.md 1.3; integer
-        # arithmetic keeps it exact. The *max* clock, not the current (idle) one.
+        # Peak = max memory clock x bus width / 8 x 2 (double data rate), as the CUDA C++ Best
+        # Practices Guide computes it ("Theoretical Bandwidth Calculation",
+        # https://docs.nvidia.com/cuda/cuda-c-best-practices-guide/); integer arithmetic keeps it
+        # exact. The *max* clock, not the current (idle) one.
         put("mem_peak_bytes_per_s", mem_mhz * 1_000_000 * bus_width * 2 // 8)
     put("sm_clock_max_mhz", nvml.call("nvmlDeviceGetMaxClockInfo", handle, nv.NVML_CLOCK_SM))
     limit_mw = nvml.call("nvmlDeviceGetEnforcedPowerLimit", handle)

@@ -163,8 +163,8 @@ def placement(gpu_node: int | None, gpu_cpus: frozenset[int], proc_cpus: frozens
     """Compare the GPU's NUMA node with the process's CPU affinity.
 
     Host buffers land on the node of the CPU that first touches them, so a process
-    free to run on another socket can read and write them across the socket link
-    (P100: 12.2 GB/s local against 3.8 GB/s remote, METHOD.md section 3). Different when
+    free to run on another socket reaches them across the socket link, a slower and shared
+    path than the GPU's own node. Different when
     the process may run on a CPU outside the GPU's node (or, without NUMA information,
     outside the GPU's local CPUs). One NUMA node: never different.
     """

@@ -275,7 +275,7 @@ class LinkSampler:
     """Reads the PCIe link of some GPUs in a thread while a transfer runs.
 
     Idle links train down to a low generation to save power, so a reading taken
-    before or long after the load says little (METHOD.md section 3). The result per
+    before or long after the load says little. The result per
     GPU is the best reading (highest gen x width bandwidth) taken during the window
     and right after it, with the number of readings: generation and width come from
     the same reading, never an idle reading's width with a loaded one's generation.

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..core import faults, launch, nvml, timing, topology
-from ..core.devices import Target
+from ..core.devices import Target, rank_threads
 from ..core.harness import Case, Status, Timed, error_message
 from ..core.units import human_bytes
 from . import collective_ranks as ranks
@@ -247,7 +247,7 @@ def _info(g: Group, target: Target) -> tuple[dict, bool]:
     info = {"world_size": g.world_size, "nodes": g.nodes, "ranks_per_node": g.world_size // max(1, g.nodes),
             "launch": g.job.source if g.job else "local"}
     if g.provider != "nccl":
-        return info, False
+        return {**info, "host_threads": rank_threads(g.world_size)}, False  # each rank's (collective_worker.py)
     info["nccl_version"] = ".".join(map(str, _nccl_version()[:3]))
     info["nccl_env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")}
     links, switch = nvlink_state(target.index)

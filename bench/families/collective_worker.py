@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import statistics
 import time
 from datetime import timedelta
@@ -94,10 +93,13 @@ def worker(ctx, payload: dict) -> None:
 
     device = torch.device(ctx.device)
     if device.type == "cuda":
-        # No device_id to init_process_group: it hangs in 2.6 < torch < 2.7.1 (METHOD.md 4).
+        # No device_id to init_process_group: with it NCCL can hang at random
+        # (https://github.com/pytorch/pytorch/issues/153960).
         torch.cuda.set_device(device)
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.world_size))
+        from ..core.devices import rank_threads
+
+        torch.set_num_threads(rank_threads(ctx.world_size))  # the ranks share the host's CPUs
     ctx.store.set(f"device/{ctx.rank}", ctx.device)
     dist.init_process_group(payload["backend"], store=dist.PrefixStore("pg/", ctx.store), rank=ctx.rank,
                             world_size=ctx.world_size, timeout=timedelta(seconds=ctx.timeout_s))

@@ -27,9 +27,9 @@ import torch
 
 from ..core import timing
 from ..core.devices import Target
-from ..core.harness import Case, Measurement, Status, error_message
-from ..core.normalize import claim_key
+from ..core.harness import Case, Measurement, Status, Timed, error_message
 from . import matmul_search
+from .matmul_ladder import claimed_ratio, emulation_note, summary_lines, value_key  # noqa: F401
 from .matmul_gemm import FP4, RECIPES, Built, Shape, build, capability, check, flops, shape_name, unit_and_scale
 
 NAME = "matmul"
@@ -52,8 +52,7 @@ SEARCH_MAX = {"cuda": 32768, "cpu": 1024}
 
 TRIAL_SHAPE = {"torch": (128, 128, 128), "triton": (256, 256, 256)}  # Triton: same JIT specialization as big shapes
 CPU_MAX_CALL_S = 1.0  # CPU mode skips a dtype whose call at the CPU shapes would take longer...
-CPU_ALWAYS = ("fp32", "bf16")  # ...except these, CPU mode's deliverable (issue 4), however slow the host
-CLEARLY_FASTER = 1.25  # fp8/fp4 below this multiple of bf16, where the spec claims >= 1.5x: flagged
+CPU_ALWAYS = ("fp32", "bf16")  # ...except these, which CPU mode always times, however slow the host
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,7 @@ class State:
         self.probes: dict[tuple, "Probe"] = {}
         self.configs: dict[tuple, object] = {}
         self.values: dict[tuple, float] = {}
+        self.fixed: dict[tuple, Timed] = {}  # the fastest fixed-shape measurement per recipe (`best` >= it)
         self.cpu_fp32_gflops: float | None = None
 
 
@@ -369,34 +369,6 @@ def budget_for(target: Target, profile: str) -> timing.Budget:
     return timing.QUICK if profile == "quick" else timing.FULL
 
 
-def _value_key(target: Target, provider: str, recipe: str, casename: str) -> tuple:
-    return ("matmul-value", str(target.device), provider, recipe, casename.removesuffix("-fastacc"))
-
-
-def claimed_ratio(spec, recipe: str) -> float | None:
-    """What the spec entry claims for `recipe` over bf16 (dense figures); None without both."""
-    if spec is None:
-        return None
-    low = spec.figures.get(claim_key(NAME, recipe, recipe) or "")
-    bf16 = spec.figures.get(claim_key(NAME, "bf16", "bf16") or "")
-    return low.value / bf16.value if low and bf16 and bf16.value > 0 else None
-
-
-def emulation_note(target: Target, case: Case, value: float, values: dict) -> str:
-    """fp8/fp4 not clearly faster than bf16 on a card whose spec says it should be: say so."""
-    if case.spec.recipe not in ("fp8", *FP4):
-        return ""
-    bf16 = values.get(_value_key(target, case.provider, "bf16", case.name))
-    claimed = claimed_ratio(target.spec, case.spec.recipe)
-    if not bf16 or claimed is None or claimed < 1.5:
-        return ""
-    measured = value / bf16
-    if measured >= CLEARLY_FASTER:
-        return ""
-    return (f"not clearly faster than bf16 ({measured:.2f}x at this shape; the spec claims {claimed:.1f}x): "
-            f"{case.spec.recipe} may be emulated here")
-
-
 def waive(target: Target, case: Case, state: State) -> tuple[str, str] | None:
     """Unsupported or skipped here: static facts first, then a trial call (cached per device and versions)."""
     verdict = probe(target, case, state)
@@ -438,49 +410,35 @@ def measure(target: Target, case: Case, state: State):
     m = measurement(target, case, built, budget_for(target, state.profile))
 
     def after(value: float) -> list[str]:
-        key = _value_key(target, case.provider, case.spec.recipe, case.name)
+        key = value_key(target, case.provider, case.spec.recipe, case.name)
         state.values[key] = max(value, state.values.get(key, 0.0))
         return [verdict.note, emulation_note(target, case, value, state.values)]
     m.after = after
+    m.review = _review(target, case, state, shape)
     return m
 
 
-# ---------------------------------------------------------------------------------------
-# The dtype ladder: bf16 -> fp8 -> fp4, measured versus claimed.
+def _review(target: Target, case: Case, state: State, shape: Shape):
+    """Fixed shapes: keep the fastest measurement per recipe, provider and accumulation. `best`:
+    when the searched shape measured slower than that one (a busy host, a search too short to
+    find it), report that measurement instead and say so; a `best` row is never below a fixed shape."""
+    key = (str(target.device), case.provider, case.spec.recipe, case.spec.fast_accum)
 
-LADDER = (("bf16", ("bf16",)), ("fp8", ("fp8",)), ("fp4", FP4))
-LADDER_RECIPES = {r for _, recipes in LADDER for r in recipes}
+    def rate(t: Timed) -> float:
+        return t.case.work / t.timing.median_s / t.case.scale
 
-
-def summary_lines(rows: list[dict]) -> list[str]:
-    """Per device and provider with a measured rung: the best row of each rung, and its ratio to
-    the rung below, measured and (where the spec entry has both figures) claimed."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        if r.get("family") == NAME:
-            where = "cpu" if r.get("device_index", "") == "" else f"cuda:{r['device_index']}"
-            groups.setdefault((f"{where} {r.get('device_name', '')}".strip(), r["provider"]), []).append(r)
-    lines = []
-    for (device, provider), group in groups.items():
-        if not any(r["status"] == "ok" and r["benchmark"] in LADDER_RECIPES for r in group):
-            continue
-        rungs, below = [], None
-        for rung, recipes in LADDER:
-            mine = [r for r in group if r["benchmark"] in recipes]
-            ok = [r for r in mine if r["status"] == "ok"]
-            if not ok:
-                if mine:
-                    rungs.append(f"{rung} {mine[0]['status']} ({mine[0]['message']})")
-                continue
-            best = max(ok, key=lambda r: float(r["value"]))
-            name = rung if best["benchmark"] == rung else f"{rung} ({best['benchmark']})"
-            text = f"{name} {float(best['value']):,.1f} {best['unit']}"
-            if below is not None:
-                text += f" ({float(best['value']) / float(below['value']):.2f}x {below['benchmark']}"
-                if best.get("spec_value") not in (None, "") and below.get("spec_value") not in (None, ""):
-                    text += f"; spec {float(best['spec_value']) / float(below['spec_value']):.2f}x"
-                text += ")"
-            rungs.append(text)
-            below = best
-        lines.append(f"dtype ladder, {device}, {provider} (best row per dtype): " + " -> ".join(rungs))
-    return lines
+    def review(mine: Timed) -> Timed | None:
+        fixed = state.fixed.get(key)
+        if case.spec.shape is not None:
+            if fixed is None or rate(mine) > rate(fixed):
+                state.fixed[key] = mine
+            return None
+        if fixed is None or rate(fixed) <= rate(mine):
+            return None
+        fixed_shape = shape_name((fixed.params["m"], fixed.params["n"], fixed.params["k"]))
+        note = (f"the searched shape {shape_name(shape)} measured {rate(mine):.4g} {case.unit}, below the fixed shape "
+                f"{fixed_shape} ({rate(fixed):.4g} {case.unit}): this row is the fixed shape's measurement")
+        params = {**fixed.params, "search": mine.params.get("search"), "searched_shape": shape_name(shape),
+                  "searched_value": rate(mine)}
+        return Timed(fixed.timing, params, fixed.telemetry, [*fixed.notes, note], replace(fixed.case, name=case.name))
+    return review

@@ -1,7 +1,7 @@
 """One GEMM of the matmul family, ready to verify and time: the recipes, their inputs, the call
 and the reference it is checked against (bench/families/matmul.py plans, probes and tunes them).
 
-Layout (METHOD.md 2.1-2.3): A row-major (M, K), B column-major (K, N) -- B = w.t() of a
+Layout (kernels/matmul_ref.py): A row-major (M, K), B column-major (K, N) -- B = w.t() of a
 contiguous (N, K) w, as mamf-finder builds it and the only layout Hopper's FP8 GEMM takes.
 Inputs are random normal, never zeros (zeros draw less power and run faster); fp8, int8 and
 fp4 quantize them, and the reference is the product of the very inputs the GEMM sees
@@ -105,7 +105,9 @@ def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Bui
     m, n, k = shape
     dev = target.device
     gen = torch.Generator(device=dev).manual_seed(m * 1_000_003 + n * 1009 + k)
-    # Random normal data, never zeros: zeros draw less power and run faster (METHOD.md 2.1).
+    # Random normal data, never zeros: zeros draw less power and run faster ("Strangely, Matrix
+    # Multiplications on GPUs Run Faster When Given 'Predictable' Data!",
+    # https://www.thonking.ai/p/strangely-matrix-multiplications).
     x = torch.randn(m, k, device=dev, generator=gen)
     w = torch.randn(n, k, device=dev, generator=gen)  # B = w.t(): column-major (K, N)
     r = case.spec.recipe
