@@ -12,7 +12,7 @@ from bench.commands.run_guard import device_lock
 from bench.core import devices, harness
 from bench.core.devices import Target
 from bench.core.options import RunOptions
-from bench.families import matmul, memory
+from bench.families import matmul, matmul_tune, memory
 from helpers import make_run, measure
 
 MIB = 2**20
@@ -94,10 +94,10 @@ def _slow_at(monkeypatch, *slow_shapes):
 
 def _fixed_then_best(monkeypatch, fixed_shapes, searched_shape):
     """The rows of fp32 at each fixed shape, then the `best` row of a search that can only try `searched_shape`."""
-    monkeypatch.setattr(matmul, "SEARCH_S", {"cuda": 1.0, "cpu": 0.5})
-    monkeypatch.setattr(matmul, "SEARCH_DIMS", {"cuda": (2048,), "cpu": (searched_shape[0],)})
-    monkeypatch.setattr(matmul, "SEARCH_KS", {"cuda": (4096,), "cpu": (searched_shape[2],)})
-    monkeypatch.setattr(matmul, "SEARCH_MAX", {"cuda": 2048, "cpu": searched_shape[0]})
+    monkeypatch.setattr(matmul_tune, "SEARCH_S", {"cuda": 1.0, "cpu": 0.5})
+    monkeypatch.setattr(matmul_tune, "SEARCH_DIMS", {"cuda": (2048,), "cpu": (searched_shape[0],)})
+    monkeypatch.setattr(matmul_tune, "SEARCH_KS", {"cuda": (4096,), "cpu": (searched_shape[2],)})
+    monkeypatch.setattr(matmul_tune, "SEARCH_MAX", {"cuda": 2048, "cpu": searched_shape[0]})
     target, run_state = cpu(), make_run([cpu()], "full")
     cases = [matmul.make_case(target, "fp32", "torch", matmul.shape_name(s), s) for s in fixed_shapes]
     cases.append(matmul.make_case(target, "fp32", "torch", "best", None))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.core.devices import Target
-from bench.families import matmul, memory
+from bench.families import matmul, matmul_tune, memory
 from bench.kernels import limits
 from bench.kernels import matmul as km
 from bench.kernels import memory as kmem
@@ -95,7 +95,7 @@ def test_registers_prune_a_tile_whose_live_values_exceed_what_a_thread_may_hold(
 
 def test_the_tuners_try_only_what_fits(monkeypatch):
     tried = []
-    monkeypatch.setattr(matmul, "_throughput", lambda target, case, shape, config=None, api="": tried.append(config)
+    monkeypatch.setattr(matmul_tune, "_throughput", lambda target, case, shape, config=None, api="": tried.append(config)
                         or float(config.block_m))
     case = Case("bf16", "triton", "8192x8192x8192", (8192,) * 3)
     best, tuning = matmul.tuned_config(gpu_like("12.0"), case, case.spec.shape, "full", {})

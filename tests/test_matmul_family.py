@@ -8,7 +8,7 @@ import torch
 
 from bench.core import harness, normalize, specs
 from bench.core.devices import Target
-from bench.families import matmul
+from bench.families import matmul, matmul_tune
 from helpers import make_run
 
 
@@ -260,10 +260,10 @@ def test_a_call_that_raises_in_the_trial_is_unsupported(monkeypatch):
 
 
 def test_full_profile_search_reports_the_best_shape_as_its_own_row(monkeypatch):
-    monkeypatch.setattr(matmul, "SEARCH_S", {"cuda": 1.0, "cpu": 1.0})
-    monkeypatch.setattr(matmul, "SEARCH_DIMS", {"cuda": (2048,), "cpu": (256, 512)})
-    monkeypatch.setattr(matmul, "SEARCH_KS", {"cuda": (4096,), "cpu": (256,)})
-    monkeypatch.setattr(matmul, "SEARCH_MAX", {"cuda": 2048, "cpu": 512})
+    monkeypatch.setattr(matmul_tune, "SEARCH_S", {"cuda": 1.0, "cpu": 1.0})
+    monkeypatch.setattr(matmul_tune, "SEARCH_DIMS", {"cuda": (2048,), "cpu": (256, 512)})
+    monkeypatch.setattr(matmul_tune, "SEARCH_KS", {"cuda": (4096,), "cpu": (256,)})
+    monkeypatch.setattr(matmul_tune, "SEARCH_MAX", {"cuda": 2048, "cpu": 512})
     row = run_case(cpu(), Case("fp32", "torch", "best", None), "full")
     assert row["status"] == "ok", row["message"]
     params = json.loads(row["params"])
@@ -429,7 +429,7 @@ def test_fp4_verdict_on_this_gpu_matches_its_compute_capability():
 
 @pytest.mark.gpu
 def test_shape_search_on_the_gpu(monkeypatch):
-    monkeypatch.setattr(matmul, "SEARCH_S", {"cuda": 4.0, "cpu": 1.0})
+    monkeypatch.setattr(matmul_tune, "SEARCH_S", {"cuda": 4.0, "cpu": 1.0})
     row = run_case(_cuda_target(), Case("bf16", "torch", "best", None), "full")
     assert row["status"] == "ok", row["message"]
     search = json.loads(row["params"])["search"]

@@ -33,8 +33,8 @@ from . import burn_memtest, burn_soak
 SEED = 20261129  # the soak's inputs: fixed, the same on every device
 DTYPES = ("bf16", "fp8")
 # 8192^2 GEMMs are what gpu-burn and gpu-fryer run (https://github.com/huggingface/gpu-fryer):
-# bf16 tensor-core work brings a data-center GPU to its power limit, FP32 does not (gpu-fryer
-# issue 4: 580-650 of 700 W on FP32).
+# bf16 tensor-core work brings a data-center GPU to its power limit, FP32 does not (580-650 of
+# 700 W on FP32: https://github.com/huggingface/gpu-fryer/issues/4).
 GPU_SIZE, CPU_SIZE = 8192, 512
 TOLERANCE = {"bf16": 1e-2, "fp8": 2e-2}  # the first result against fp32, as the matmul family checks
 CHECK_ROWS = 256  # rows of the first result checked against the fp32 reference
