@@ -209,6 +209,14 @@ def test_junit_is_well_formed_one_case_per_check(tmp_path, capsys):
     ("[idle_gate]\ntimeout_s = -1\n", "negative"),
     ("[[check]\nname=", "not valid TOML"),
     ("surprise = 1\n", "unknown top-level key 'surprise'"),
+    # the node sections ([drift], [profile.X]) and turning a health check off
+    ('[drift]\nfields = ["vbios_version", "colour"]\n', "[drift], field 'fields'"),
+    ('[drift.expected]\nfirmware = "1"\n', "[drift.expected], field 'firmware'"),
+    ('[profile.gate]\nchecks = ["memory-copy", "nope"]\n', "unknown check 'nope'"),
+    ('[profile.turbo]\ncases = []\n', "[profile.turbo]"),
+    ('[profile.gate]\ntimeout_s = 0\n', "[profile.gate], field 'timeout_s'"),
+    ('[[check]]\nname = "temperature"\nmin_pct = 3\n', "'temperature' is a health check"),
+    ('[[check]]\nname = "tempreature"\nenabled = false\n', "check 'tempreature', field 'name': no such check"),
 ])
 def test_policy_errors_name_file_check_and_field(tmp_path, capsys, text, words):
     policy = tmp_path / "policy.toml"

@@ -8,7 +8,7 @@ import pytest
 from bench.commands import accept
 from bench.core.options import RunOptions
 from bench.core.results import read_results
-from test_accept import REAL_RUN, gpu_run, run_accept
+from test_accept import gpu_run, run_accept
 
 
 def node_run(tmp_path, gpus: int = 4, edit=None):
@@ -85,21 +85,6 @@ def test_drift_without_readings_is_inconclusive(tmp_path):
     r = drift_by_card(path)["GPU-node-0"]
     assert r.verdict == "INCONCLUSIVE" and "vbios_version" in r.reason
 
-
-@pytest.mark.parametrize("bad, words", [
-    ('[drift]\nfields = ["vbios_version", "colour"]\n', "[drift], field 'fields'"),
-    ('[drift.expected]\nfirmware = "1"\n', "[drift.expected], field 'firmware'"),
-    ('[profile.gate]\nchecks = ["memory-copy", "nope"]\n', "unknown check 'nope'"),
-    ('[profile.turbo]\ncases = []\n', "[profile.turbo]"),
-    ('[profile.gate]\ntimeout_s = 0\n', "[profile.gate], field 'timeout_s'"),
-    ('[[check]]\nname = "temperature"\nmin_pct = 3\n', "'temperature' is a health check"),
-    ('[[check]]\nname = "tempreature"\nenabled = false\n', "check 'tempreature', field 'name': no such check"),
-])
-def test_policy_mistakes_in_the_new_sections_name_the_field(tmp_path, capsys, bad, words):
-    policy = tmp_path / "policy.toml"
-    policy.write_text(bad)
-    code, _, err = run_accept(capsys, tmp_path, REAL_RUN, "--policy", policy)
-    assert code == 2 and str(policy) in err and words in err
 
 
 # ---------------------------------------------------------------- turning a health check off
