@@ -135,13 +135,14 @@ def health_checks(policy: Policy, rows: list[dict]) -> list[Result]:
         out.append(Result("throttling", INCONCLUSIVE, "", "no forbidden reason",
                           "no clocks-event readings (no NVML)"))
     else:
-        seen: dict[str, list[str]] = {}
+        seen: dict[str, dict[str, None]] = {}  # reason -> the measurements it came in, each once, in order
         for r, mask in masks:
             for name in telemetry.reason_names(mask):
                 if name in forbidden:
-                    seen.setdefault(name, []).append(f"{r['family']}/{r['benchmark']} {r['case']}")
+                    seen.setdefault(name, {})[f"{r['family']}/{r['benchmark']} {r['case']}"] = None
         if seen:
-            text = "; ".join(f"{n} during {', '.join(w[:3])}{' ...' if len(w) > 3 else ''}" for n, w in seen.items())
+            text = "; ".join(f"{n} during {', '.join(list(w)[:3])}{' ...' if len(w) > 3 else ''}"
+                             for n, w in seen.items())
             out.append(Result("throttling", FAIL, ", ".join(seen), "no forbidden reason", text))
         else:
             out.append(Result("throttling", PASS, "none", "no forbidden reason", f"{len(masks)} measurements checked"))

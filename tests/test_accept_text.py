@@ -1,0 +1,156 @@
+"""What `cardbench accept` prints for each check, word for word, over an H100-shaped run (the
+table and the JUnit carry these texts), and each bar at its exact edge: on the bar passes, one
+step past it fails."""
+import pytest
+
+from bench.commands import accept
+from bench.core.results import read_results
+from test_accept import gpu_run
+
+POLICY = accept.load_policy()
+ONE_GPU = [
+    ("p2p", "N/A", "", ">= 70% of spec", "cuda:0->cuda:1: not applicable here: one GPU: no peer to copy to"),
+    ("allreduce-busbw", "N/A", "", ">= 70% of spec",
+     "not applicable here: collectives need two or more ranks: one GPU in this run (cuda:0)"),
+]
+DRIFT_OK = ("config-drift", "PASS", "same on 1 GPU(s)", "same on every GPU of the node",
+            "vbios_version, driver_version, ecc_mode, power_limit_w")
+
+
+def _card(tmp_path, edit=None, policy=POLICY):
+    (card,) = accept.judge(read_results(gpu_run(tmp_path / "r.csv", edit)).rows, policy)
+    return card
+
+
+def _texts(card):
+    return [(r.check, r.verdict, r.measured, r.bar, r.reason) for r in card.results]
+
+
+def test_a_healthy_h100_reads_word_for_word(tmp_path):
+    card = _card(tmp_path)
+    assert card.label == "cuda:0 NVIDIA H100 80GB HBM3 (GPU-0a1b2c3d-test) serial 1650123456789"
+    assert card.verdict == "PASS"
+    assert _texts(card) == [
+        ("memory-copy", "PASS", "3,015.0 GB/s = 90.0%", ">= 80% of spec", "best of 1 (torch plateau)"),
+        ("matmul-bf16", "PASS", "780.0 TFLOP/s = 78.8%", ">= 65% of spec", "best of 1 (torch 8192x8192x8192)"),
+        ("matmul-fp8", "PASS", "1,380.0 TFLOP/s = 69.7%", ">= 60% of spec", "best of 1 (torch 8192x8192x8192)"),
+        ("h2d-pinned", "PASS", "55.0 GB/s = 87.3%", ">= 75% of derived peak", "best of 1 (torch pinned-1GiB)"),
+        ("d2h-pinned", "PASS", "56.0 GB/s = 88.9%", ">= 75% of derived peak", "best of 1 (torch pinned-1GiB)"),
+        *ONE_GPU,
+        ("pcie-link", "PASS", "Gen5 x16 under load", "Gen5 x16", ""),
+        ("throttling", "PASS", "none", "no forbidden reason", "14 measurements checked"),
+        ("ecc", "PASS", "0 uncorrectable", "<= 0", ""),
+        ("row-remap", "PASS", "none pending or failed", "none", ""),
+        ("other-processes", "PASS", "0", "<= 0", ""),
+        ("temperature", "PASS", "61 C max", "<= 85 C", ""),
+        DRIFT_OK,
+    ]
+
+
+def _sick(r):
+    r.update(ecc_errors_uncorrected="2", remapped_rows_pending="yes", compute_processes="2", temp_c_max="91.5")
+    if r["benchmark"] == "copy":
+        r.update(clocks_event_reasons="0x48")
+    if r["family"] == "transfer":
+        r.update(pcie_gen_current="4", pcie_width_current="8")
+
+
+def test_a_sick_h100_reads_word_for_word(tmp_path):
+    card = _card(tmp_path, _sick)
+    assert card.verdict == "FAIL"
+    assert _texts(card)[7:] == [
+        ("pcie-link", "FAIL", "Gen4 x8 under load", "Gen5 x16",
+         "PCIe link trained at Gen4 x8 during transfers; the card supports Gen5 x16"),
+        ("throttling", "FAIL", "hw_slowdown, hw_thermal_slowdown", "no forbidden reason",
+         "hw_slowdown during memory/copy plateau; hw_thermal_slowdown during memory/copy plateau"),
+        ("ecc", "FAIL", "2 uncorrectable", "<= 0", "uncorrectable ECC errors"),
+        ("row-remap", "FAIL", "pending yes, failed no", "none", "row remapping pending or failed: the memory needs service"),
+        ("other-processes", "FAIL", "2", "<= 0", "other processes were computing on the card: every measurement is disturbed"),
+        ("temperature", "FAIL", "91.5 C max", "<= 85 C", "too hot under load: check cooling and airflow"),
+        DRIFT_OK,
+    ]
+
+
+NVML_COLUMNS = ("pcie_gen_max", "pcie_width_max", "pcie_gen_current", "pcie_width_current", "clocks_event_reasons",
+                "ecc_mode", "ecc_errors_uncorrected", "ecc_errors_uncorrected_aggregate", "remapped_rows_pending",
+                "remapped_rows_failure", "compute_processes", "temp_c_max", "vbios_version")
+
+
+def test_without_nvml_every_health_check_says_what_it_lacks(tmp_path):
+    card = _card(tmp_path, lambda r: r.update(dict.fromkeys(NVML_COLUMNS, "")))
+    assert card.verdict == "INCONCLUSIVE"
+    assert _texts(card)[7:] == [
+        ("pcie-link", "INCONCLUSIVE", "", "the card's maximum", "no PCIe link reading (no NVML)"),
+        ("throttling", "INCONCLUSIVE", "", "no forbidden reason", "no clocks-event readings (no NVML)"),
+        ("ecc", "INCONCLUSIVE", "", "<= 0 uncorrectable", "no ECC reading (no NVML, or not supported)"),
+        ("row-remap", "INCONCLUSIVE", "", "none pending or failed", "no row-remapping reading"),
+        ("other-processes", "INCONCLUSIVE", "", "<= 0", "no process list (no NVML)"),
+        ("temperature", "INCONCLUSIVE", "", "<= 85 C", "no temperature reading (no NVML)"),
+        ("config-drift", "INCONCLUSIVE", "", "same on every GPU of the node",
+         "no vbios_version, ecc_mode reading (no NVML, or not reported by this board: drop it from [drift] fields)"),
+    ]
+
+
+def _idle(gen, width):
+    def edit(r):
+        if r["family"] == "transfer":
+            r["family"] = "memory"  # no transfer ran: every link reading is an idle one
+        r.update(pcie_gen_current=gen, pcie_width_current=width)
+    return edit
+
+
+@pytest.mark.parametrize("gen, width, expected", [
+    ("1", "16", ("pcie-link", "INCONCLUSIVE", "Gen1 x16", "Gen5 x16",
+                 "only idle readings (idle links train down); run the transfer family to read it under load")),
+    ("5", "8", ("pcie-link", "FAIL", "Gen5 x8", "Gen5 x16", "PCIe link width x8; the card supports x16")),
+    ("5", "16", ("pcie-link", "PASS", "Gen5 x16", "Gen5 x16", "")),
+])
+def test_idle_link_readings_judge_the_width_never_the_generation(tmp_path, gen, width, expected):
+    results = {r.check: r for r in _card(tmp_path, _idle(gen, width)).results}
+    r = results["pcie-link"]
+    assert (r.check, r.verdict, r.measured, r.bar, r.reason) == expected
+
+
+def test_ecc_off_fails_unless_the_policy_allows_it(tmp_path):
+    off = lambda r: r.update(ecc_mode="off")  # noqa: E731
+    results = {r.check: r for r in _card(tmp_path, off).results}
+    r = results["ecc"]
+    assert (r.verdict, r.measured, r.bar, r.reason) == (
+        "FAIL", "ECC off", "ECC on", "ECC is off (set require_ecc = false for boards without it)")
+    policy = accept.load_policy()
+    policy.health["require_ecc"] = False
+    r = {r.check: r for r in _card(tmp_path, off, policy).results}["ecc"]
+    assert (r.verdict, r.measured) == ("PASS", "0 uncorrectable")
+
+
+@pytest.mark.parametrize("field, bar, limit, at, past, check", [
+    ("temp_c_max", "max_temperature_c", 85, "85", "85.5", "temperature"),
+    ("compute_processes", "max_other_processes", 1, "1", "2", "other-processes"),
+    ("ecc_errors_uncorrected", "max_uncorrectable_ecc", 1, "1", "2", "ecc"),
+    ("ecc_errors_uncorrected_aggregate", "max_uncorrectable_ecc", 1, "1", "2", "ecc"),
+])
+def test_health_bars_hold_at_their_edge(tmp_path, field, bar, limit, at, past, check):
+    policy = accept.load_policy()
+    policy.health[bar] = limit
+    verdict = {v: {r.check: r.verdict for r in _card(tmp_path, lambda r: r.update({field: v}), policy).results}[check]
+               for v in (at, past)}
+    assert verdict == {at: "PASS", past: "FAIL"}
+
+
+@pytest.mark.parametrize("pct, verdict", [("80.0", "PASS"), ("79.99", "FAIL")])
+def test_a_measurement_on_the_bar_passes(tmp_path, pct, verdict):
+    def edit(r):
+        if r["benchmark"] == "copy" and r["status"] == "ok":
+            r.update(pct_of_spec=pct)
+    r = {r.check: r for r in _card(tmp_path, edit).results}["memory-copy"]
+    assert (r.verdict, r.measured) == (verdict, f"3,015.0 GB/s = {float(pct):.1f}%")
+
+
+def test_a_throttle_seen_in_many_measurements_names_three_then_dots(tmp_path):
+    def edit(r):
+        if r["status"] == "ok":
+            r.update(clocks_event_reasons="0x8")
+    r = {r.check: r for r in _card(tmp_path, edit).results}["throttling"]
+    assert r.verdict == "FAIL" and r.measured == "hw_slowdown"
+    places = r.reason.removeprefix("hw_slowdown during ").removesuffix(" ...").split(", ")
+    assert len(places) == 3 and r.reason.endswith(" ...") and len(set(places)) == 3

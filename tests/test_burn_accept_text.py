@@ -1,0 +1,157 @@
+"""What `cardbench accept` prints for each burn check, word for word (the table and the JUnit
+carry these texts: a verdict that reads wrong is a wrong verdict to the person reading it), and
+each bar at its exact edge: a reading on the bar passes, one step past it fails."""
+import pytest
+
+from bench.commands import accept
+from bench.commands.accept_burn import burn_checks
+from test_burn_accept import POLICY, _card
+
+BAR = {
+    "burn-sdc": "<= 0 differing iterations, first result equal to the other GPUs'",
+    "burn-memtest": "<= 0 errors over >= 90% of the free memory",
+    "burn-ecc": "no new uncorrectable ECC error, no pending or failed remap",
+    "burn-stability": "last window within 10% of the first",
+    "burn-throttling": "no hw_power_brake_slowdown, hw_slowdown, hw_thermal_slowdown, sw_thermal_slowdown",
+    "burn-temperature": "hottest reading <= the card's limits - 0 C",
+    "burn-node-spread": ">= 90% of the node's best GPU of the model",
+}
+
+
+def _results(rows, index=0, policy=POLICY):
+    mine = [r for r in rows if r["device_index"] == str(index)]
+    return [(r.check, r.verdict, r.measured, r.bar, r.reason) for r in burn_checks(policy, mine, rows)]
+
+
+def _policy(tmp_path, text):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return accept.load_policy(str(path))
+
+
+def test_a_clean_pair_reads_word_for_word():
+    rows = _card(0) + _card(1, soak={"value": 640.0})
+    same = [
+        ("burn-sdc", "PASS", "0 of 1000 iterations differ", BAR["burn-sdc"], "bf16: identical to 1 other device(s)"),
+        ("burn-memtest", "PASS", "0 errors in 130.00 GiB (97.7% of free)", BAR["burn-memtest"], ""),
+        ("burn-ecc", "PASS", "0 new uncorrectable, 0 new correctable", BAR["burn-ecc"], ""),
+        ("burn-stability", "PASS", "bf16 710.0 -> 700.0 TFLOP/s (-1.4%, windows of 60 s)", BAR["burn-stability"], ""),
+        ("burn-throttling", "PASS", "none", BAR["burn-throttling"], "2 burn phases checked"),
+        ("burn-temperature", "PASS", "memory 80 C, limit 95 C", BAR["burn-temperature"], ""),
+    ]
+    assert _results(rows, 0) == same + [
+        ("burn-node-spread", "PASS", "bf16 700.0 TFLOP/s = 100.0% of cuda:0", BAR["burn-node-spread"], "")]
+    assert _results(rows, 1) == same + [
+        ("burn-node-spread", "PASS", "bf16 640.0 TFLOP/s = 91.4% of cuda:0", BAR["burn-node-spread"], "")]
+
+
+def test_a_sick_card_reads_word_for_word():
+    rows = _card(0, soak={"mismatch_iterations": 2, "drop_pct": 10.5, "throughput_last_window": 635.5,
+                          "temp_gpu_max_c": 87.5, "reasons": "0x48"},
+                 memtest={"coverage": 0.891, "bytes_tested": 900 * 2**20, "ecc_new_correctable": 3,
+                          "ecc_after": {"remapped_rows_failure": "yes"}})
+    assert _results(rows) == [
+        ("burn-sdc", "FAIL", "2 iterations", BAR["burn-sdc"], "bf16: iterations differ from the first"),
+        ("burn-memtest", "INCONCLUSIVE", "0 errors in 900.0 MiB (89.1% of free)", BAR["burn-memtest"],
+         "the test covered too little of the free memory"),
+        ("burn-ecc", "FAIL", "0 new uncorrectable, 3 new correctable", BAR["burn-ecc"],
+         "row remapping failed during the burn"),
+        ("burn-stability", "FAIL", "bf16 710.0 -> 635.5 TFLOP/s (-10.5%, windows of 60 s)", BAR["burn-stability"],
+         "throughput fell as the card heated: cooling or power delivery"),
+        ("burn-throttling", "FAIL", "hw_slowdown, hw_thermal_slowdown", BAR["burn-throttling"],
+         "hw_slowdown during soak bf16; hw_thermal_slowdown during soak bf16"),
+        ("burn-temperature", "FAIL", "GPU 87.5 C, limit 87 C", BAR["burn-temperature"],
+         "GPU 87.5 C during soak bf16, the card slows down at 87 C"),
+        ("burn-node-spread", "N/A", "", BAR["burn-node-spread"], "one GPU of this model in the burn"),
+    ]
+
+
+@pytest.mark.parametrize("text, card, check, verdicts", [
+    # [burn] bar, the card at it and one step past it, the check, the two verdicts
+    ("max_mismatches = 2", ({"mismatch_iterations": 2}, {"mismatch_iterations": 3}), "burn-sdc", ("PASS", "FAIL")),
+    ("max_throughput_drop_pct = 10", ({"drop_pct": 10.0}, {"drop_pct": 10.01}), "burn-stability", ("PASS", "FAIL")),
+    ("temperature_margin_c = 5", ({"temp_gpu_max_c": 82}, {"temp_gpu_max_c": 82.5}), "burn-temperature", ("PASS", "FAIL")),
+])
+def test_soak_bars_hold_at_their_edge(tmp_path, text, card, check, verdicts):
+    policy = _policy(tmp_path, f"[burn]\n{text}\n")
+    got = tuple(dict((c, v) for c, v, *_ in _results(_card(soak=s), policy=policy))[check] for s in card)
+    assert got == verdicts
+
+
+@pytest.mark.parametrize("text, card, check, verdicts", [
+    ("max_memory_errors = 1", ({"errors": 1}, {"errors": 2}), "burn-memtest", ("PASS", "FAIL")),
+    ("min_memtest_coverage_pct = 90", ({"coverage": 0.9}, {"coverage": 0.899}), "burn-memtest",
+     ("PASS", "INCONCLUSIVE")),
+    ("", ({"ecc_new_uncorrectable": 0}, {"ecc_new_uncorrectable": 1}), "burn-ecc", ("PASS", "FAIL")),
+    ("", ({"ecc_after": {"remapped_rows_pending": "no"}}, {"ecc_after": {"remapped_rows_pending": "yes"}}), "burn-ecc",
+     ("PASS", "FAIL")),
+])
+def test_memory_bars_hold_at_their_edge(tmp_path, text, card, check, verdicts):
+    policy = _policy(tmp_path, f"[burn]\n{text}\n")
+    got = tuple(dict((c, v) for c, v, *_ in _results(_card(memtest=m), policy=policy))[check] for m in card)
+    assert got == verdicts
+
+
+def test_a_user_bar_is_the_bar_printed():
+    policy = accept.load_policy()
+    policy.burn.update(max_mismatches=2, max_memory_errors=1, min_memtest_coverage_pct=95.5,
+                       max_throughput_drop_pct=7.5, temperature_margin_c=5, max_behind_best_pct=12.5)
+    bars = {c: bar for c, _, _, bar, _ in _results(_card(), policy=policy)}
+    assert bars == {**BAR, "burn-sdc": "<= 2 differing iterations, first result equal to the other GPUs'",
+                    "burn-memtest": "<= 1 errors over >= 95.5% of the free memory",
+                    "burn-stability": "last window within 7.5% of the first",
+                    "burn-temperature": "hottest reading <= the card's limits - 5 C",
+                    "burn-node-spread": ">= 87.5% of the node's best GPU of the model"}
+
+
+def test_the_node_spread_bar_holds_at_its_edge():
+    at = _card(0, soak={"value": 1000.0}) + _card(1, soak={"value": 900.0})
+    past = _card(0, soak={"value": 1000.0}) + _card(1, soak={"value": 899.0})
+    assert _results(at, 1)[-1] == ("burn-node-spread", "PASS", "bf16 900.0 TFLOP/s = 90.0% of cuda:0",
+                                   BAR["burn-node-spread"], "")
+    assert _results(past, 1)[-1] == ("burn-node-spread", "FAIL", "bf16 899.0 TFLOP/s = 89.9% of cuda:0",
+                                     BAR["burn-node-spread"],
+                                     "cuda:1 falls behind: 89.9% of the node's best (cuda:0, 1,000.0 TFLOP/s)")
+
+
+def test_the_node_spread_compares_the_same_model_run_host_and_dtype_only():
+    rows = _card(0, soak={"value": 1000.0}) + _card(1, soak={"value": 500.0})
+    for field, value in (("device_name", "NVIDIA H100"), ("host", "node8"), ("run_id", "r2"), ("dtype", "fp8")):
+        other = [dict(r, **{field: value}) if r["device_index"] == "0" else r for r in rows]
+        assert _results(other, 1)[-1][1] == "N/A", field
+    assert _results(rows, 1)[-1][1] == "FAIL"
+    failed = [dict(r, status="error") if r["device_index"] == "0" and r["benchmark"] == "soak" else r for r in rows]
+    assert _results(failed, 1)[-1][1] == "N/A"  # a peer's failed soak is no best to compare with
+
+
+def test_what_the_burn_could_not_make_reads_word_for_word():
+    cpu = [dict(r, device_index="") for r in _card(memtest={"coverage": 0.02, "bytes_tested": 64 * 2**20})]
+    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(cpu, index=""))
+    assert got["burn-memtest"] == ("INCONCLUSIVE", "0 errors in 64.0 MiB (2.0% of free)",
+                                   "the test covered too little of the free memory (CPU mode: a small host test)")
+    assert got["burn-node-spread"] == ("INCONCLUSIVE", "", "CPU mode: no GPUs to compare")
+
+    broken = _card(soak={"status": "error", "message": "the worker died"},
+                   memtest={"status": "error", "message": "allocation failed", "coverage": None})
+    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(broken))
+    assert got["burn-sdc"] == ("INCONCLUSIVE", "", "bf16 soak error: the worker died")
+    assert got["burn-memtest"] == ("INCONCLUSIVE", "", "error: allocation failed")
+    assert got["burn-stability"] == ("INCONCLUSIVE", "", "no soak long enough to compare its first and last window "
+                                                         "(3 s at least)")
+    assert got["burn-node-spread"] == ("INCONCLUSIVE", "", "no soak measured")
+
+    only_memtest = _card()[1:]
+    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(only_memtest))
+    assert got["burn-sdc"] == ("INCONCLUSIVE", "", " soak missing: no soak row")
+    assert got["burn-ecc"][0] == "PASS"
+
+    no_ecc = _card(memtest={"ecc": "not read (no NVML, or the card does not report ECC)"})
+    no_ecc[1]["params"] = no_ecc[1]["params"].replace('"ecc_new_uncorrectable": 0, ', "")
+    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(no_ecc))
+    assert got["burn-ecc"] == ("INCONCLUSIVE", "", "not read (no NVML, or the card does not report ECC)")
+
+
+def test_a_dtype_the_card_cannot_run_leaves_the_others_to_judge():
+    rows = _card() + [dict(_card()[0], dtype="fp8", status="unsupported", value="", message="no fp8 here")]
+    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(rows))
+    assert got["burn-sdc"] == ("PASS", "0 of 1000 iterations differ", "bf16: identical to 1 other device(s)")
