@@ -154,3 +154,14 @@ def test_a_throttle_seen_in_many_measurements_names_three_then_dots(tmp_path):
     assert r.verdict == "FAIL" and r.measured == "hw_slowdown"
     places = r.reason.removeprefix("hw_slowdown during ").removesuffix(" ...").split(", ")
     assert len(places) == 3 and r.reason.endswith(" ...") and len(set(places)) == 3
+
+
+def test_a_policy_can_drop_the_link_check_and_allow_a_pending_remap(tmp_path):
+    policy = accept.load_policy()
+    policy.health.update(pcie_link_at_max=False, allow_row_remap_pending=True)
+    results = {r.check: r for r in _card(tmp_path, _sick, policy).results}
+    assert "pcie-link" not in results
+    assert (results["row-remap"].verdict, results["row-remap"].measured) == ("PASS", "none pending or failed")
+    failed = {r.check: r.verdict for r in _card(tmp_path, lambda r: r.update(remapped_rows_failure="yes"),
+                                               policy).results}
+    assert failed["row-remap"] == "FAIL"  # allowing a pending remap does not allow a failed one

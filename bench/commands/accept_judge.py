@@ -100,95 +100,98 @@ def _ints(rows: list[dict], column: str) -> list[int]:
 
 
 def health_checks(policy: Policy, rows: list[dict]) -> list[Result]:
+    """The card's health over one run: PCIe link, throttling, ECC, row remapping, other processes,
+    temperature. A check the user's policy turned off (pcie_link_at_max = false) is left out."""
     h = policy.health
-    first = rows[0]
-    out = []
+    out = [_pcie_link(rows)] if h["pcie_link_at_max"] else []
+    return out + [_throttling(h, rows), _ecc(h, rows[0]), _row_remap(h, rows[0]), _other_processes(h, rows[0]),
+                  _temperature(h, rows)]
 
-    # PCIe link: trained at the card's max generation and width, read under load.
+
+def _pcie_link(rows: list[dict]) -> Result:
+    """Trained at the card's max generation and width, read under load (idle links train down)."""
+    first = rows[0]
     gen_max, width_max = _ints([first], "pcie_gen_max"), _ints([first], "pcie_width_max")
     loaded = [r for r in rows if r["family"] == "transfer"]
     readings = [(g, w) for r in (loaded or rows) for g, w in
                 zip(_ints([r], "pcie_gen_current"), _ints([r], "pcie_width_current"))]
     bar = f"Gen{gen_max[0]} x{width_max[0]}" if gen_max and width_max else "the card's maximum"
-    if not h["pcie_link_at_max"]:
-        pass  # the user's policy turned the check off
-    elif not gen_max or not width_max or not readings:
-        out.append(Result("pcie-link", INCONCLUSIVE, "", bar, "no PCIe link reading (no NVML)"))
-    else:
-        g, w = max(readings)
-        measured = f"Gen{g} x{w}" + (" under load" if loaded else "")
-        if g >= gen_max[0] and w >= width_max[0]:
-            out.append(Result("pcie-link", PASS, measured, bar, ""))
-        elif loaded:
-            out.append(Result("pcie-link", FAIL, measured, bar,
-                              f"PCIe link trained at Gen{g} x{w} during transfers; the card supports {bar}"))
-        elif w < width_max[0]:
-            out.append(Result("pcie-link", FAIL, measured, bar, f"PCIe link width x{w}; the card supports x{width_max[0]}"))
-        else:
-            out.append(Result("pcie-link", INCONCLUSIVE, measured, bar,
-                              "only idle readings (idle links train down); run the transfer family to read it under load"))
+    if not gen_max or not width_max or not readings:
+        return Result("pcie-link", INCONCLUSIVE, "", bar, "no PCIe link reading (no NVML)")
+    g, w = max(readings)
+    measured = f"Gen{g} x{w}" + (" under load" if loaded else "")
+    if g >= gen_max[0] and w >= width_max[0]:
+        return Result("pcie-link", PASS, measured, bar, "")
+    if loaded:
+        return Result("pcie-link", FAIL, measured, bar,
+                      f"PCIe link trained at Gen{g} x{w} during transfers; the card supports {bar}")
+    if w < width_max[0]:
+        return Result("pcie-link", FAIL, measured, bar, f"PCIe link width x{w}; the card supports x{width_max[0]}")
+    return Result("pcie-link", INCONCLUSIVE, measured, bar,
+                  "only idle readings (idle links train down); run the transfer family to read it under load")
 
-    # Throttling: any forbidden clocks-event bit in any row (combined bits decoded one by one).
+
+def _throttling(h: dict, rows: list[dict]) -> Result:
+    """Any forbidden clocks-event bit in any row (combined bits decoded one by one)."""
     forbidden = set(h["forbidden_clock_reasons"])
     masks = [(r, int(r["clocks_event_reasons"], 16)) for r in rows if r.get("clocks_event_reasons")]
     if not masks:
-        out.append(Result("throttling", INCONCLUSIVE, "", "no forbidden reason",
-                          "no clocks-event readings (no NVML)"))
-    else:
-        seen: dict[str, dict[str, None]] = {}  # reason -> the measurements it came in, each once, in order
-        for r, mask in masks:
-            for name in telemetry.reason_names(mask):
-                if name in forbidden:
-                    seen.setdefault(name, {})[f"{r['family']}/{r['benchmark']} {r['case']}"] = None
-        if seen:
-            text = "; ".join(f"{n} during {', '.join(list(w)[:3])}{' ...' if len(w) > 3 else ''}"
-                             for n, w in seen.items())
-            out.append(Result("throttling", FAIL, ", ".join(seen), "no forbidden reason", text))
-        else:
-            out.append(Result("throttling", PASS, "none", "no forbidden reason", f"{len(masks)} measurements checked"))
+        return Result("throttling", INCONCLUSIVE, "", "no forbidden reason", "no clocks-event readings (no NVML)")
+    seen: dict[str, dict[str, None]] = {}  # reason -> the measurements it came in, each once, in order
+    for r, mask in masks:
+        for name in telemetry.reason_names(mask):
+            if name in forbidden:
+                seen.setdefault(name, {})[f"{r['family']}/{r['benchmark']} {r['case']}"] = None
+    if not seen:
+        return Result("throttling", PASS, "none", "no forbidden reason", f"{len(masks)} measurements checked")
+    text = "; ".join(f"{n} during {', '.join(list(w)[:3])}{' ...' if len(w) > 3 else ''}" for n, w in seen.items())
+    return Result("throttling", FAIL, ", ".join(seen), "no forbidden reason", text)
 
-    # ECC.
+
+def _ecc(h: dict, first: dict) -> Result:
     mode = first.get("ecc_mode", "")
     unc = _ints([first], "ecc_errors_uncorrected") + _ints([first], "ecc_errors_uncorrected_aggregate")
     limit = h["max_uncorrectable_ecc"]
     if not mode:
-        out.append(Result("ecc", INCONCLUSIVE, "", f"<= {limit} uncorrectable", "no ECC reading (no NVML, or not supported)"))
-    elif mode != "on" and h["require_ecc"]:
-        out.append(Result("ecc", FAIL, "ECC off", "ECC on", "ECC is off (set require_ecc = false for boards without it)"))
-    elif unc and max(unc) > limit:
-        out.append(Result("ecc", FAIL, f"{max(unc)} uncorrectable", f"<= {limit}", "uncorrectable ECC errors"))
-    else:
-        out.append(Result("ecc", PASS, f"{max(unc) if unc else 0} uncorrectable", f"<= {limit}", ""))
+        return Result("ecc", INCONCLUSIVE, "", f"<= {limit} uncorrectable",
+                      "no ECC reading (no NVML, or not supported)")
+    if mode != "on" and h["require_ecc"]:
+        return Result("ecc", FAIL, "ECC off", "ECC on", "ECC is off (set require_ecc = false for boards without it)")
+    if unc and max(unc) > limit:
+        return Result("ecc", FAIL, f"{max(unc)} uncorrectable", f"<= {limit}", "uncorrectable ECC errors")
+    return Result("ecc", PASS, f"{max(unc) if unc else 0} uncorrectable", f"<= {limit}", "")
 
-    # Row remapping.
+
+def _row_remap(h: dict, first: dict) -> Result:
     pending, failure = first.get("remapped_rows_pending", ""), first.get("remapped_rows_failure", "")
     if not pending and not failure:
-        out.append(Result("row-remap", INCONCLUSIVE, "", "none pending or failed", "no row-remapping reading"))
-    elif pending == "yes" and not h["allow_row_remap_pending"] or failure == "yes" and not h["allow_row_remap_failure"]:
-        out.append(Result("row-remap", FAIL, f"pending {pending}, failed {failure}", "none", "row remapping pending or failed: the memory needs service"))
-    else:
-        out.append(Result("row-remap", PASS, "none pending or failed", "none", ""))
+        return Result("row-remap", INCONCLUSIVE, "", "none pending or failed", "no row-remapping reading")
+    if pending == "yes" and not h["allow_row_remap_pending"] or failure == "yes" and not h["allow_row_remap_failure"]:
+        return Result("row-remap", FAIL, f"pending {pending}, failed {failure}", "none",
+                      "row remapping pending or failed: the memory needs service")
+    return Result("row-remap", PASS, "none pending or failed", "none", "")
 
-    # Other processes.
-    others = _ints([first], "compute_processes")
+
+def _other_processes(h: dict, first: dict) -> Result:
+    others, limit = _ints([first], "compute_processes"), h["max_other_processes"]
     if not others:
-        out.append(Result("other-processes", INCONCLUSIVE, "", f"<= {h['max_other_processes']}", "no process list (no NVML)"))
-    elif others[0] > h["max_other_processes"]:
-        out.append(Result("other-processes", FAIL, f"{others[0]}", f"<= {h['max_other_processes']}",
-                          "other processes were computing on the card: every measurement is disturbed"))
-    else:
-        out.append(Result("other-processes", PASS, f"{others[0]}", f"<= {h['max_other_processes']}", ""))
+        return Result("other-processes", INCONCLUSIVE, "", f"<= {limit}", "no process list (no NVML)")
+    if others[0] > limit:
+        return Result("other-processes", FAIL, f"{others[0]}", f"<= {limit}",
+                      "other processes were computing on the card: every measurement is disturbed")
+    return Result("other-processes", PASS, f"{others[0]}", f"<= {limit}", "")
 
-    # Temperature.
+
+def _temperature(h: dict, rows: list[dict]) -> Result:
     temps = [float(r["temp_c_max"]) for r in rows if r.get("temp_c_max")]
-    limit_c = h["max_temperature_c"]
+    limit = h["max_temperature_c"]
     if not temps:
-        out.append(Result("temperature", INCONCLUSIVE, "", f"<= {limit_c} C", "no temperature reading (no NVML)"))
-    else:
-        hot = max(temps)
-        out.append(Result("temperature", PASS if hot <= limit_c else FAIL, f"{hot:g} C max", f"<= {limit_c} C",
-                          "" if hot <= limit_c else "too hot under load: check cooling and airflow"))
-    return out
+        return Result("temperature", INCONCLUSIVE, "", f"<= {limit} C", "no temperature reading (no NVML)")
+    hot = max(temps)
+    if hot > limit:
+        return Result("temperature", FAIL, f"{hot:g} C max", f"<= {limit} C",
+                      "too hot under load: check cooling and airflow")
+    return Result("temperature", PASS, f"{hot:g} C max", f"<= {limit} C", "")
 
 
 @dataclass
