@@ -47,10 +47,16 @@ def matmul_value(row: dict, column: str, prefix: str) -> float:
 
 
 def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
+    """Every plot the cards' rows can fill, as (title, PNG path), in the report's order."""
     plt = _pyplot()
     made: list[tuple[str, Path]] = []
+    for draw in (_pct_of_claim, _memory_sweep, _matmul, _p2p, _collectives):
+        draw(plt, cards, out, made)
+    return made
 
-    # % of claim per headline metric, one bar per card.
+
+def _pct_of_claim(plt, cards: list[Card], out: Path, made: list) -> None:
+    """% of claim per headline metric, one bar per card."""
     per_metric: dict[str, dict[str, float]] = {}
     for c in cards:
         for h in headlines(c):
@@ -70,7 +76,9 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
         ax.legend(fontsize=8)
         _save(plt, fig, out / "pct_of_claim.png", "Measured as % of claimed", made)
 
-    # Bandwidth against working set (memory sweep), L2 marked.
+
+def _memory_sweep(plt, cards: list[Card], out: Path, made: list) -> None:
+    """Bandwidth against working set (memory sweep), L2 marked."""
     series: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for c in cards:
         for r in c.rows:
@@ -95,8 +103,10 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
         ax.legend(fontsize=6, ncol=2)
         _save(plt, fig, out / "memory_sweep.png", "Memory bandwidth against working-set size", made)
 
-    # Matmul throughput per dtype against the dense claim, in the rows' own unit (GFLOP/s on a
-    # CPU run, TFLOP/s on a GPU), as the table shows it; CPU and GPU cards get a plot each.
+
+def _matmul(plt, cards: list[Card], out: Path, made: list) -> None:
+    """Matmul throughput per dtype against the dense claim, in the rows' own unit (GFLOP/s on a
+    CPU run, TFLOP/s on a GPU), as the table shows it; CPU and GPU cards get a plot each."""
     for prefix, mm in sorted(matmul_groups(cards).items()):
         group = [c for c in cards if any(label == c.label for label, _ in mm)]
         dtypes = sorted({d for _, d in mm})
@@ -120,7 +130,9 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
         name = "matmul.png" if len(matmul_groups(cards)) == 1 else f"matmul_{prefix}.png"
         _save(plt, fig, out / name, f"Matmul throughput per dtype ({prefix}FLOP/s)", made)
 
-    # P2P matrix as a heat map.
+
+def _p2p(plt, cards: list[Card], out: Path, made: list) -> None:
+    """P2P matrix as a heat map."""
     for c in cards:
         pairs: dict[tuple[int, int], float] = {}
         for r in c.rows:
@@ -140,7 +152,9 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
             ax.set_title(f"P2P one-way bandwidth: {c.label}")
             _save(plt, fig, out / f"p2p_{len(made)}.png", f"P2P bandwidth matrix, {c.label}", made)
 
-    # All-reduce bus bandwidth against message size.
+
+def _collectives(plt, cards: list[Card], out: Path, made: list) -> None:
+    """Collective bus bandwidth against message size, a curve per card, collective and dtype."""
     coll = [(c, r) for c in cards for r in c.rows if r["family"] == "collective" and r["status"] == "ok"]
     curves = []  # one curve per card, collective and dtype: bf16 and fp32 are separate sweeps
     for c in cards:
@@ -159,4 +173,3 @@ def plots(cards: list[Card], out: Path) -> list[tuple[str, Path]]:
         ax.set_title("Collective bus bandwidth against message size")
         ax.legend(fontsize=7)
         _save(plt, fig, out / "collective_busbw.png", "Collective bus bandwidth", made)
-    return made

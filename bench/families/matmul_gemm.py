@@ -114,80 +114,102 @@ def build(target: Target, case, shape: Shape, config=None, api: str = "") -> Bui
     params: dict = {"m": m, "n": n, "k": k, "layout": "A row-major (M,K), B column-major (K,N)", "inputs": "randn"}
     if case.provider == "triton":
         params.update(config=config.as_dict(), config_label=config.label())
-    scales_bytes = 0
-    if r in ("fp32", "tf32", "bf16", "fp16"):
-        dt = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[r]
-        a, b = x.to(dt), w.to(dt).t()
-        out_dtype, want_dtype = dt, torch.float64 if r == "fp32" else torch.float32
-        want = lambda: ref.reference(a, b, want_dtype)  # noqa: E731
-        params.update(out_dtype=r if r != "tf32" else "fp32", accumulate="fp32",
-                      reference="fp64" if r == "fp32" else "fp32")
-        if r in ("fp32", "tf32"):
-            params["fp32_matmul_precision"] = "high (TF32)" if r == "tf32" else "highest (TF32 off)"
-        if case.provider == "torch":
-            launch = lambda: ref.mm(a, b, c, tf32=r == "tf32")  # noqa: E731
-            params["api"] = "torch.mm"
-        else:
-            from ..kernels import matmul as km
-            launch = lambda: km.triton_matmul(a, b, c, config)  # noqa: E731
-    elif r == "int8":
-        def to_int8(t):  # normal values at 32 per unit: most of int8's range, never saturating much
-            return (t * 32).round().clamp(-127, 127).to(torch.int8)
-        a, b = to_int8(x), to_int8(w).t()
-        out_dtype = torch.int32
-        want = lambda: ref.reference(a, b, torch.float64)  # noqa: E731 (exact: |sums| << 2^53)
-        launch = lambda: ref.int_mm(a, b, c)  # noqa: E731
-        params.update(api="torch._int_mm", out_dtype="int32", accumulate="int32", reference="fp64, exact")
-    elif r == "fp8":
-        a, scale_a = quant.quantize_fp8(x)
-        w8, scale_b = quant.quantize_fp8(w)
-        b = w8.t()
-        out_dtype = torch.bfloat16
-        want = lambda: ref.reference(a.float() * scale_a, b.float() * scale_b)  # noqa: E731
-        params.update(out_dtype="bf16", scales="fp32 per tensor", reference="fp32 of the dequantized inputs")
-        if case.provider == "torch":
-            launch = lambda: ref.scaled_mm_fp8(a, b, scale_a, scale_b, c, case.spec.fast_accum)  # noqa: E731
-            params.update(api="torch._scaled_mm", fast_accum=case.spec.fast_accum)
-        else:
-            from ..kernels import matmul as km
-            scale = float(scale_a * scale_b)
-            launch = lambda: km.triton_matmul(a, b, c, config, scale)  # noqa: E731
-            # Triton's default on sm_90 accumulates fp8 products like cuBLAS fast accumulation.
-            params["fast_accum"] = target.is_cuda and capability(target) == (9, 0)
-        scales_bytes = 8
-    else:  # mxfp4 / nvfp4
-        quantize, dequantize = ((quant.quantize_mx, quant.dequantize_mx) if r == "mxfp4"
-                                else (quant.quantize_nv, quant.dequantize_nv))
-        pa, sa = quantize(x)
-        pb, sb = quantize(w)
-        out_dtype = torch.bfloat16
-        want = lambda: ref.reference(dequantize(pa, sa), dequantize(pb, sb).t())  # noqa: E731
-        block = quant.MX_BLOCK if r == "mxfp4" else quant.NV_BLOCK
-        params.update(out_dtype="bf16", block=block, reference="fp32 of the dequantized inputs",
-                      scales="e8m0" if r == "mxfp4" else "e4m3")
-        if case.provider == "torch":
-            fp4 = torch.float4_e2m1fn_x2
-            a, b = pa.view(fp4), pb.view(fp4).t()
-            if r == "mxfp4":
-                blocked_a, blocked_b = (quant.to_blocked(s).view(torch.float8_e8m0fnu) for s in (sa, sb))
-            else:
-                blocked_a, blocked_b = quant.to_blocked(sa), quant.to_blocked(sb)
-            launch = lambda: ref.scaled_mm_fp4(a, b, blocked_a, blocked_b, c, r, api)  # noqa: E731
-            params.update(api="torch._scaled_mm" if api == "_scaled_mm" else "torch.nn.functional.scaled_mm",
-                          scale_layout="swizzled 128x4 (cuBLAS)")
-            scales_bytes = blocked_a.numel() + blocked_b.numel()
-        else:
-            from ..kernels import matmul as km
-            launch = lambda: km.triton_mxfp4_matmul(pa, sa, pb, sb, c, config)  # noqa: E731
-            params["scale_layout"] = "row-major (rows, K/32)"
-            scales_bytes = sa.numel() + sb.numel()
+    make = (_float if r in ("fp32", "tf32", "bf16", "fp16") else _int8 if r == "int8" else _fp8 if r == "fp8"
+            else _fp4)
+    g = make(target, case, x, w, config, api, params)
     del x, w
     # F.scaled_mm has no `out`: it allocates its result, so there is no output to re-randomize.
-    c = None if api == "F.scaled_mm" else torch.empty(m, n, dtype=out_dtype, device=dev)
+    c = None if api == "F.scaled_mm" else torch.empty(m, n, dtype=g.out_dtype, device=dev)
     c_rand = None if c is None else _random_like(c, gen)
     element = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1, "fp8": 1, "mxfp4": 0.5, "nvfp4": 0.5}[r]
-    size = int(element * (m + n) * k) + scales_bytes + m * n * torch.empty((), dtype=out_dtype).element_size()
-    return Built(launch, c, c_rand, want, RECIPES[r].tolerance, flops(shape), size, params)
+    size = int(element * (m + n) * k) + g.scales_bytes + m * n * torch.empty((), dtype=g.out_dtype).element_size()
+    return Built(lambda: g.call(c), c, c_rand, g.want, RECIPES[r].tolerance, flops(shape), size, params)
+
+
+@dataclass
+class _Gemm:
+    """One recipe's operands, made ready: the call (given the output buffer), its reference."""
+
+    call: Callable[[torch.Tensor | None], object]
+    want: Callable[[], torch.Tensor]
+    out_dtype: torch.dtype
+    scales_bytes: int = 0
+
+
+def _float(target: Target, case, x, w, config, api: str, params: dict) -> _Gemm:
+    """fp32 (TF32 off), tf32, bf16, fp16: torch.mm or Triton's tl.dot."""
+    r = case.spec.recipe
+    dt = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[r]
+    a, b = x.to(dt), w.to(dt).t()
+    want_dtype = torch.float64 if r == "fp32" else torch.float32
+    params.update(out_dtype=r if r != "tf32" else "fp32", accumulate="fp32",
+                  reference="fp64" if r == "fp32" else "fp32")
+    if r in ("fp32", "tf32"):
+        params["fp32_matmul_precision"] = "high (TF32)" if r == "tf32" else "highest (TF32 off)"
+    if case.provider == "torch":
+        params["api"] = "torch.mm"
+        call = lambda c: ref.mm(a, b, c, tf32=r == "tf32")  # noqa: E731
+    else:
+        from ..kernels import matmul as km
+        call = lambda c: km.triton_matmul(a, b, c, config)  # noqa: E731
+    return _Gemm(call, lambda: ref.reference(a, b, want_dtype), dt)
+
+
+def _int8(target: Target, case, x, w, config, api: str, params: dict) -> _Gemm:
+    def to_int8(t):  # normal values at 32 per unit: most of int8's range, never saturating much
+        return (t * 32).round().clamp(-127, 127).to(torch.int8)
+    a, b = to_int8(x), to_int8(w).t()
+    params.update(api="torch._int_mm", out_dtype="int32", accumulate="int32", reference="fp64, exact")
+    # exact: |sums| << 2^53
+    return _Gemm(lambda c: ref.int_mm(a, b, c), lambda: ref.reference(a, b, torch.float64), torch.int32)
+
+
+def _fp8(target: Target, case, x, w, config, api: str, params: dict) -> _Gemm:
+    """e4m3 with fp32 per-tensor scales, bf16 out: torch._scaled_mm or Triton's tl.dot."""
+    a, scale_a = quant.quantize_fp8(x)
+    w8, scale_b = quant.quantize_fp8(w)
+    b = w8.t()
+    params.update(out_dtype="bf16", scales="fp32 per tensor", reference="fp32 of the dequantized inputs")
+    if case.provider == "torch":
+        call = lambda c: ref.scaled_mm_fp8(a, b, scale_a, scale_b, c, case.spec.fast_accum)  # noqa: E731
+        params.update(api="torch._scaled_mm", fast_accum=case.spec.fast_accum)
+    else:
+        from ..kernels import matmul as km
+        scale = float(scale_a * scale_b)
+        call = lambda c: km.triton_matmul(a, b, c, config, scale)  # noqa: E731
+        # Triton's default on sm_90 accumulates fp8 products like cuBLAS fast accumulation.
+        params["fast_accum"] = target.is_cuda and capability(target) == (9, 0)
+    want = lambda: ref.reference(a.float() * scale_a, b.float() * scale_b)  # noqa: E731
+    return _Gemm(call, want, torch.bfloat16, scales_bytes=8)
+
+
+def _fp4(target: Target, case, x, w, config, api: str, params: dict) -> _Gemm:
+    """mxfp4 / nvfp4 (block-scaled e2m1, bf16 out): torch's scaled matmul on swizzled scales, or
+    Triton's tl.dot_scaled (MXFP4) on row-major scales."""
+    r = case.spec.recipe
+    quantize, dequantize = ((quant.quantize_mx, quant.dequantize_mx) if r == "mxfp4"
+                            else (quant.quantize_nv, quant.dequantize_nv))
+    pa, sa = quantize(x)
+    pb, sb = quantize(w)
+    want = lambda: ref.reference(dequantize(pa, sa), dequantize(pb, sb).t())  # noqa: E731
+    block = quant.MX_BLOCK if r == "mxfp4" else quant.NV_BLOCK
+    params.update(out_dtype="bf16", block=block, reference="fp32 of the dequantized inputs",
+                  scales="e8m0" if r == "mxfp4" else "e4m3")
+    if case.provider == "torch":
+        fp4 = torch.float4_e2m1fn_x2
+        a, b = pa.view(fp4), pb.view(fp4).t()
+        if r == "mxfp4":
+            blocked_a, blocked_b = (quant.to_blocked(s).view(torch.float8_e8m0fnu) for s in (sa, sb))
+        else:
+            blocked_a, blocked_b = quant.to_blocked(sa), quant.to_blocked(sb)
+        params.update(api="torch._scaled_mm" if api == "_scaled_mm" else "torch.nn.functional.scaled_mm",
+                      scale_layout="swizzled 128x4 (cuBLAS)")
+        call = lambda c: ref.scaled_mm_fp4(a, b, blocked_a, blocked_b, c, r, api)  # noqa: E731
+        return _Gemm(call, want, torch.bfloat16, blocked_a.numel() + blocked_b.numel())
+    from ..kernels import matmul as km
+    params["scale_layout"] = "row-major (rows, K/32)"
+    call = lambda c: km.triton_mxfp4_matmul(pa, sa, pb, sb, c, config)  # noqa: E731
+    return _Gemm(call, want, torch.bfloat16, sa.numel() + sb.numel())
 
 
 def _random_like(c: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
