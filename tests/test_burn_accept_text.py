@@ -5,7 +5,7 @@ import pytest
 
 from bench.commands import accept
 from bench.commands.accept_burn import burn_checks
-from test_burn_accept import POLICY, _card
+from test_burn_accept import POLICY, _card, _row
 
 BAR = {
     "burn-sdc": "<= 0 differing iterations, first result equal to the other GPUs'",
@@ -70,7 +70,8 @@ def test_a_sick_card_reads_word_for_word():
     # [burn] bar, the card at it and one step past it, the check, the two verdicts
     ("max_mismatches = 2", ({"mismatch_iterations": 2}, {"mismatch_iterations": 3}), "burn-sdc", ("PASS", "FAIL")),
     ("max_throughput_drop_pct = 10", ({"drop_pct": 10.0}, {"drop_pct": 10.01}), "burn-stability", ("PASS", "FAIL")),
-    ("temperature_margin_c = 5", ({"temp_gpu_max_c": 82}, {"temp_gpu_max_c": 82.5}), "burn-temperature", ("PASS", "FAIL")),
+    ("temperature_margin_c = 5", ({"temp_gpu_max_c": 82}, {"temp_gpu_max_c": 82.5}), "burn-temperature",
+     ("PASS", "FAIL")),
 ])
 def test_soak_bars_hold_at_their_edge(tmp_path, text, card, check, verdicts):
     policy = _policy(tmp_path, f"[burn]\n{text}\n")
@@ -124,34 +125,115 @@ def test_the_node_spread_compares_the_same_model_run_host_and_dtype_only():
     assert _results(failed, 1)[-1][1] == "N/A"  # a peer's failed soak is no best to compare with
 
 
-def test_what_the_burn_could_not_make_reads_word_for_word():
-    cpu = [dict(r, device_index="") for r in _card(memtest={"coverage": 0.02, "bytes_tested": 64 * 2**20})]
-    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(cpu, index=""))
-    assert got["burn-memtest"] == ("INCONCLUSIVE", "0 errors in 64.0 MiB (2.0% of free)",
-                                   "the test covered too little of the free memory (CPU mode: a small host test)")
-    assert got["burn-node-spread"] == ("INCONCLUSIVE", "", "CPU mode: no GPUs to compare")
-
-    broken = _card(soak={"status": "error", "message": "the worker died"},
-                   memtest={"status": "error", "message": "allocation failed", "coverage": None})
-    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(broken))
-    assert got["burn-sdc"] == ("INCONCLUSIVE", "", "bf16 soak error: the worker died")
-    assert got["burn-memtest"] == ("INCONCLUSIVE", "", "error: allocation failed")
-    assert got["burn-stability"] == ("INCONCLUSIVE", "", "no soak long enough to compare its first and last window "
-                                                         "(3 s at least)")
-    assert got["burn-node-spread"] == ("INCONCLUSIVE", "", "no soak measured")
-
-    only_memtest = _card()[1:]
-    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(only_memtest))
-    assert got["burn-sdc"] == ("INCONCLUSIVE", "", " soak missing: no soak row")
-    assert got["burn-ecc"][0] == "PASS"
-
-    no_ecc = _card(memtest={"ecc": "not read (no NVML, or the card does not report ECC)"})
-    no_ecc[1]["params"] = no_ecc[1]["params"].replace('"ecc_new_uncorrectable": 0, ', "")
-    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(no_ecc))
-    assert got["burn-ecc"] == ("INCONCLUSIVE", "", "not read (no NVML, or the card does not report ECC)")
+CLEAN = {  # one GPU, nothing wrong: verdict, measured, reason per check
+    "burn-sdc": ("PASS", "0 of 1000 iterations differ", "bf16: identical to 1 other device(s)"),
+    "burn-memtest": ("PASS", "0 errors in 130.00 GiB (97.7% of free)", ""),
+    "burn-ecc": ("PASS", "0 new uncorrectable, 0 new correctable", ""),
+    "burn-stability": ("PASS", "bf16 710.0 -> 700.0 TFLOP/s (-1.4%, windows of 60 s)", ""),
+    "burn-throttling": ("PASS", "none", "2 burn phases checked"),
+    "burn-temperature": ("PASS", "memory 80 C, limit 95 C", ""),
+    "burn-node-spread": ("N/A", "", "one GPU of this model in the burn"),
+}
+NO_SOAK = ("INCONCLUSIVE", "", "no soak long enough to compare its first and last window (3 s at least)")
 
 
-def test_a_dtype_the_card_cannot_run_leaves_the_others_to_judge():
-    rows = _card() + [dict(_card()[0], dtype="fp8", status="unsupported", value="", message="no fp8 here")]
-    got = dict((c, (v, m, reason)) for c, v, m, _, reason in _results(rows))
-    assert got["burn-sdc"] == ("PASS", "0 of 1000 iterations differ", "bf16: identical to 1 other device(s)")
+def _expect(**changes):
+    """Every check's full line: CLEAN, but for the checks named (burn_sdc= for burn-sdc)."""
+    lines = {**CLEAN, **{k.replace("_", "-"): v for k, v in changes.items()}}
+    return [(check, verdict, measured, BAR[check], reason) for check, (verdict, measured, reason) in lines.items()]
+
+
+def _fp8(index=0, **params):
+    return _row(index, "soak", dtype="fp8", **params)
+
+
+def _broken():
+    return _card(soak={"status": "error", "message": "the worker died"},
+                 memtest={"status": "error", "message": "allocation failed"})
+
+
+SCENARIOS = {
+    "only a soak": (lambda: _card()[:1], 0, dict(
+        burn_memtest=("INCONCLUSIVE", "", "no memory test in this run"),
+        burn_ecc=("INCONCLUSIVE", "", "no memory test row (ECC is read around it)"),
+        burn_throttling=("PASS", "none", "1 burn phases checked"))),
+    "only a memory test": (lambda: _card()[1:], 0, dict(
+        burn_sdc=("INCONCLUSIVE", "", "no soak in this run"), burn_stability=NO_SOAK,
+        burn_throttling=("PASS", "none", "1 burn phases checked"),
+        burn_temperature=("PASS", "GPU 66 C, limit 87 C", ""),
+        burn_node_spread=("INCONCLUSIVE", "", "no soak measured"))),
+    "CPU mode": (lambda: [dict(r, device_index="") for r in _card(memtest={"coverage": 0.02,
+                                                                           "bytes_tested": 64 * 2**20})], "", dict(
+        burn_memtest=("INCONCLUSIVE", "0 errors in 64.0 MiB (2.0% of free)",
+                      "the test covered too little of the free memory (CPU mode: a small host test)"),
+        burn_node_spread=("INCONCLUSIVE", "", "CPU mode: no GPUs to compare"))),
+    "workers that died": (_broken, 0, dict(
+        burn_sdc=("INCONCLUSIVE", "", "bf16 soak error: the worker died"),
+        burn_memtest=("INCONCLUSIVE", "", "error: allocation failed"), burn_stability=NO_SOAK,
+        burn_node_spread=("INCONCLUSIVE", "", "no soak measured"))),
+    "bf16 ran, fp8 failed": (lambda: _card() + [_fp8(status="error", value="", message="the fp8 soak timed out")], 0,
+                             dict(burn_sdc=("INCONCLUSIVE", "", "fp8 soak error: the fp8 soak timed out"),
+                                  burn_throttling=("PASS", "none", "3 burn phases checked"))),
+    "no soak the card runs": (lambda: [dict(_card()[0], status="unsupported", value="", message="no bf16 here"),
+                                       _card()[1]], 0, dict(
+        burn_sdc=("INCONCLUSIVE", "", "bf16 soak unsupported: no bf16 here"), burn_stability=NO_SOAK,
+        burn_node_spread=("INCONCLUSIVE", "", "no soak measured"))),
+    "fp8 unsupported": (lambda: _card() + [_fp8(status="unsupported", value="", message="no fp8 here")], 0,
+                        dict(burn_throttling=("PASS", "none", "3 burn phases checked"))),
+    "one GiB tested": (lambda: _card(memtest={"bytes_tested": 2**30}), 0, dict(
+        burn_memtest=("PASS", "0 errors in 1.00 GiB (97.7% of free)", ""))),
+    "every ECC finding": (lambda: _card(memtest={"status": "wrong", "ecc_new_uncorrectable": 2, "ecc_after": {
+        "remapped_rows_pending": "yes", "remapped_rows_failure": "yes"}}), 0, dict(burn_ecc=(
+            "FAIL", "2 new uncorrectable, 0 new correctable",
+            "2 new uncorrectable ECC error(s); row remap pending; row remapping failed during the burn"))),
+    "a pending remap alone": (lambda: _card(memtest={"ecc_after": {"remapped_rows_pending": "yes",
+                                                                   "remapped_rows_failure": "no"}}), 0, dict(
+        burn_ecc=("FAIL", "0 new uncorrectable, 0 new correctable", "row remap pending during the burn"))),
+    "the worse of two soaks": (lambda: _card(soak={"drop_pct": 2.0}) + [_fp8(
+        drop_pct=12.0, throughput_first_window=1400.0, throughput_last_window=1232.0, temp_gpu_max_c=86,
+        temp_mem_max_c=90, value=1300.0)], 0, dict(
+        burn_sdc=("PASS", "0 of 2000 iterations differ",
+                  "bf16: identical to 1 other device(s); fp8: identical to 1 other device(s)"),
+        burn_stability=("FAIL", "fp8 1,400.0 -> 1,232.0 TFLOP/s (-12.0%, windows of 60 s)",
+                        "throughput fell as the card heated: cooling or power delivery"),
+        burn_throttling=("PASS", "none", "3 burn phases checked"),
+        burn_temperature=("PASS", "GPU 86 C, limit 87 C", ""))),  # nearest its own limit, not the hottest
+    "GPU and memory too hot": (lambda: _card(soak={"temp_gpu_max_c": 88, "temp_mem_max_c": 96}), 0, dict(
+        burn_temperature=("FAIL", "GPU 88 C, limit 87 C",
+                          "GPU 88 C during soak bf16, the card slows down at 87 C; "
+                          "memory 96 C during soak bf16, the card slows down at 95 C"))),
+    "the dtype furthest behind": (lambda: _card(0, soak={"value": 1000.0}) + [_fp8(0, value=2000.0)]
+                                  + _card(1, soak={"value": 950.0}) + [_fp8(1, value=1700.0)], 1, dict(
+        burn_sdc=("PASS", "0 of 2000 iterations differ",
+                  "bf16: identical to 1 other device(s); fp8: identical to 1 other device(s)"),
+        burn_throttling=("PASS", "none", "3 burn phases checked"),
+        burn_node_spread=("FAIL", "fp8 1,700.0 TFLOP/s = 85.0% of cuda:0",
+                          "cuda:1 falls behind: 85.0% of the node's best (cuda:0, 2,000.0 TFLOP/s)"))),
+    "two dtypes equally behind: the first": (lambda: _card(0, soak={"value": 1000.0}) + [_fp8(0, value=2000.0)]
+                                             + _card(1, soak={"value": 950.0}) + [_fp8(1, value=1900.0)], 1, dict(
+        burn_sdc=("PASS", "0 of 2000 iterations differ",
+                  "bf16: identical to 1 other device(s); fp8: identical to 1 other device(s)"),
+        burn_throttling=("PASS", "none", "3 burn phases checked"),
+        burn_node_spread=("PASS", "bf16 950.0 TFLOP/s = 95.0% of cuda:0", ""))),
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_check_reads_word_for_word(name):
+    rows, index, changes = SCENARIOS[name]
+    assert _results(rows(), index) == _expect(**changes)
+
+
+def test_without_burn_rows_every_burn_check_says_so():
+    rows = [dict(_card()[0], family="memory", benchmark="copy")]
+    assert burn_checks(POLICY, rows, rows) == [
+        accept.Result(check, "INCONCLUSIVE", "", "", "no burn in this run (cardbench accept --burn-in 10m)")
+        for check in BAR]
+
+
+def test_a_row_whose_params_are_not_json_counts_as_one_without_params():
+    rows = _card()
+    rows[1]["params"] = "{not json"
+    got = {c: (v, reason) for c, v, _, _, reason in _results(rows)}
+    assert got["burn-memtest"] == ("INCONCLUSIVE", "ok: the row does not say how much memory was tested")
+    assert got["burn-ecc"] == ("INCONCLUSIVE", "no ECC reading")

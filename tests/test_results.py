@@ -258,3 +258,9 @@ def test_a_run_filtered_in_pandas_and_written_back_still_reads(tmp_path):
     (tmp_path / "bad.csv").write_text((tmp_path / "back.csv").read_text().replace(",2.0,", ",2.5,", 1))
     with pytest.raises(ResultsFileError, match="'2.5' is not a count"):
         read_results(tmp_path / "bad.csv")
+
+
+def test_a_row_names_its_device_as_people_write_it():
+    from bench.core.results import device_of
+    assert device_of({"device_index": "3"}) == "cuda:3" and device_of({"device_index": "0"}) == "cuda:0"
+    assert device_of({"device_index": ""}) == device_of({}) == "cpu"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from ..core import telemetry
+from ..core.results import device_of
 from .accept_judge import FAIL, INCONCLUSIVE, NOT_APPLICABLE, PASS, Result
 from .accept_policy import BURN_CHECKS, Policy
 
@@ -19,10 +20,6 @@ def _params(row: dict) -> dict:
         return json.loads(row.get("params") or "{}")
     except ValueError:
         return {}
-
-
-def _where(row: dict) -> str:
-    return "cpu" if row.get("device_index", "") == "" else f"cuda:{row['device_index']}"
 
 
 def burn_checks(policy: Policy, rows: list[dict], all_rows: list[dict]) -> list[Result]:
@@ -48,9 +45,11 @@ def _sdc(b: dict, soaks: list[dict]) -> Result:
     if over:
         return Result("burn-sdc", FAIL, f"{_params(over[0])['mismatch_iterations']} iterations", bar,
                       f"{over[0]['dtype']}: iterations differ from the first")
+    if not soaks:
+        return Result("burn-sdc", INCONCLUSIVE, "", bar, "no soak in this run")
     missing = [r for r in soaks if r["status"] not in ("ok", "unsupported")]
     if not ok or missing:
-        r = (missing or soaks or [{"dtype": "", "status": "missing", "message": "no soak row"}])[0]
+        r = (missing or soaks)[0]
         return Result("burn-sdc", INCONCLUSIVE, "", bar, f"{r['dtype']} soak {r['status']}: {r['message']}")
     iterations = sum(int(_params(r).get("iterations", 0)) for r in ok)
     return Result("burn-sdc", PASS, f"0 of {iterations} iterations differ", bar,
@@ -67,7 +66,8 @@ def _memtest(b: dict, memtests: list[dict]) -> Result:
     if errors > b["max_memory_errors"]:
         return Result("burn-memtest", FAIL, f"{errors} wrong word(s)", bar, r["message"])
     if r["status"] == "error" or "coverage" not in p:
-        return Result("burn-memtest", INCONCLUSIVE, "", bar, f"{r['status']}: {r['message']}")
+        return Result("burn-memtest", INCONCLUSIVE, "", bar,
+                      f"{r['status']}: {r['message'] or 'the row does not say how much memory was tested'}")
     coverage = 100.0 * float(p["coverage"])
     tested = int(p["bytes_tested"])
     size = f"{tested / 2**30:,.2f} GiB" if tested >= 2**30 else f"{tested / 2**20:,.1f} MiB"
@@ -127,15 +127,13 @@ def _throttling(policy: Policy, rows: list[dict]) -> Result:
 def _temperature(b: dict, rows: list[dict]) -> Result:
     margin = b["temperature_margin_c"]
     bar = f"hottest reading <= the card's limits - {margin:g} C"
-    found, limits = [], []
+    found = []  # (hottest reading, the card's limit, GPU or memory, the phase)
     for r in rows:
         p = _params(r)
         for value, limit, what in (("temp_gpu_max_c", "temp_slowdown_c", "GPU"), ("temp_mem_max_c",
                                                                                  "temp_mem_limit_c", "memory")):
             if p.get(value) is not None and p.get(limit) is not None:
                 found.append((float(p[value]), float(p[limit]), what, f"{r['benchmark']} {r['dtype']}"))
-            elif p.get(limit) is not None:
-                limits.append(what)
     if not found:
         return Result("burn-temperature", INCONCLUSIVE, "", bar, "no temperature with its limit (no NVML, or the "
                                                                  "card reports no limit)")
@@ -169,9 +167,9 @@ def _spread(b: dict, soaks: list[dict], all_rows: list[dict]) -> Result:
             return Result("burn-node-spread", INCONCLUSIVE, "", bar, "CPU mode: no GPUs to compare")
         return Result("burn-node-spread", NOT_APPLICABLE, "", bar, "one GPU of this model in the burn")
     ratio, r, best = worst
-    measured = f"{r['dtype']} {float(r['value']):,.1f} {r['unit']} = {ratio:.1%} of {_where(best)}"
+    measured = f"{r['dtype']} {float(r['value']):,.1f} {r['unit']} = {ratio:.1%} of {device_of(best)}"
     if ratio < 1 - pct / 100:
         return Result("burn-node-spread", FAIL, measured, bar,
-                      f"{_where(r)} falls behind: {ratio:.1%} of the node's best ({_where(best)}, "
+                      f"{device_of(r)} falls behind: {ratio:.1%} of the node's best ({device_of(best)}, "
                       f"{float(best['value']):,.1f} {best['unit']})")
     return Result("burn-node-spread", PASS, measured, bar, "")

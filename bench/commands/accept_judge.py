@@ -9,7 +9,7 @@ import fnmatch
 from dataclasses import dataclass
 
 from ..core import specs, telemetry
-from ..core.results import card_key
+from ..core.results import card_key, device_of
 from .accept_policy import Check, Policy
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -210,10 +210,6 @@ class CardVerdict:
         return PASS
 
 
-def _where(row: dict) -> str:
-    return "cpu" if row["device_index"] == "" else f"cuda:{row['device_index']}"
-
-
 def _same(a, b) -> bool:
     """Equal as numbers where both are numbers ("700.0" and 700), else as text."""
     try:
@@ -245,11 +241,11 @@ def drift_checks(policy: Policy, cards: dict[str, list[dict]]) -> dict[str, Resu
                     unread.append(f)
                     continue
                 if f in expected and not _same(mine, expected[f]):
-                    problems.append(f"{f} {mine} on {_where(first[k])}, the policy expects {expected[f]}")
+                    problems.append(f"{f} {mine} on {device_of(first[k])}, the policy expects {expected[f]}")
                 groups: dict[str, list[str]] = {}
                 for other in keys:
                     if first[other].get(f, ""):
-                        groups.setdefault(first[other][f], []).append(_where(first[other]))
+                        groups.setdefault(first[other][f], []).append(device_of(first[other]))
                 top = max(len(g) for g in groups.values())
                 reference = [v for v, g in groups.items() if len(g) == top]
                 if len(groups) > 1 and (len(reference) > 1 or mine != reference[0]):
@@ -280,7 +276,7 @@ def judge(rows: list[dict], policy: Policy, db: specs.SpecDB | None = None, prof
     out = []
     for key, card_rows in cards.items():
         first = card_rows[0]
-        label = f"{_where(first)} {first['device_name']}"
+        label = f"{device_of(first)} {first['device_name']}"
         if first["device_uuid"]:
             label += f" ({first['device_uuid']})"
         if first["device_serial"]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..core import devices, faults, harness, identity, prometheus, specs, timeline
 from ..core.options import BurnOptions, duration
-from ..core.results import ResultsWriter, new_run_id, results_path, timeline_path
+from ..core.results import ResultsWriter, device_of, new_run_id, results_path, timeline_path
 from ..families import burn as family
 from .run import Interrupted, _on_sigterm, _warn_before, setup
 from .run_output import first_line, header, print_table, spec_line
@@ -154,7 +154,7 @@ def _measure(run, state, items, writer: ResultsWriter, line: timeline.TimelineWr
     failed = [r for r in rows if r["status"] in ("wrong", "error")]
     if failed:
         print(f"cardbench burn: {len(failed)} row(s) wrong or error: "
-              + "; ".join(f"{_where(r)} {r['benchmark']} {r['dtype']}: {r['message']}" for r in failed)[:2000],
+              + "; ".join(f"{device_of(r)} {r['benchmark']} {r['dtype']}: {r['message']}" for r in failed)[:2000],
               file=sys.stderr)
         return EXIT_FAILED_ROWS
     return EXIT_OK
@@ -163,10 +163,6 @@ def _measure(run, state, items, writer: ResultsWriter, line: timeline.TimelineWr
 def _write(writer: ResultsWriter, rows: list[dict], row: dict) -> None:
     writer.write(row)
     rows.append(row)
-
-
-def _where(row: dict) -> str:
-    return "cpu" if row["device_index"] == "" else f"cuda:{row['device_index']}"
 
 
 def _finish_stopped(run, state, rest, writer: ResultsWriter, rows: list[dict], why: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..core import topology
+from ..core.results import device_of
 from ..core.units import human_bytes
 from .transfer import HOST_BENCHMARKS, LATENCY_BYTES, NAME
 
@@ -17,8 +18,8 @@ def summary_lines(rows: list[dict]) -> list[str]:
     host = [r for r in ok if not str(r["benchmark"]).startswith("p2p")]
     if host:
         table = []
-        for (device, memory) in dict.fromkeys((_where(r), r["case"].split("-")[0]) for r in host):
-            mine = [r for r in host if _where(r) == device and r["case"].startswith(memory + "-")]
+        for (device, memory) in dict.fromkeys((device_of(r), r["case"].split("-")[0]) for r in host):
+            mine = [r for r in host if device_of(r) == device and r["case"].startswith(memory + "-")]
             size = max(int(float(r["size_bytes"])) // (2 if r["benchmark"] == "bidir_total" else 1) for r in mine)
             at = {r["benchmark"]: r for r in mine if r["case"] == f"{memory}-{human_bytes(size)}"}
             cells = [f"{float(at[b]['value']):,.1f}" if b in at else "" for b in HOST_BENCHMARKS]
@@ -31,7 +32,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
                   tabulate(table, headers=["device", "memory", "size", *HOST_BENCHMARKS, "link under load",
                                            "h2d / d2h % of link"], disable_numparse=True)]
     p2p = [r for r in ok if str(r["benchmark"]).startswith("p2p")]
-    devices = sorted({_where(r) for r in p2p} | {f"cuda:{_peer(r)}" for r in p2p}, key=lambda d: int(d[5:]))
+    devices = sorted({device_of(r) for r in p2p} | {f"cuda:{_peer(r)}" for r in p2p}, key=lambda d: int(d[5:]))
     titles = {"p2p": "one way, GB/s", "p2p_bidir": "both ways at once, GB/s per direction (the reverse copy runs meanwhile)",
               "p2p_latency": f"latency of a {LATENCY_BYTES}-byte copy, us"}
     for bench, title in titles.items():
@@ -39,7 +40,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
         if not mine:
             continue
         size = max(int(float(r["size_bytes"])) for r in mine)
-        cell = {(_where(r), f"cuda:{_peer(r)}"): float(r["value"]) for r in mine if int(float(r["size_bytes"])) == size}
+        cell = {(device_of(r), f"cuda:{_peer(r)}"): float(r["value"]) for r in mine if int(float(r["size_bytes"])) == size}
         fmt = "{:,.2f}" if bench == "p2p_latency" else "{:,.1f}"
         table = [[a] + ["-" if a == b else (fmt.format(cell[(a, b)]) if (a, b) in cell else "") for b in devices]
                  for a in devices]
@@ -49,16 +50,12 @@ def summary_lines(rows: list[dict]) -> list[str]:
     paths = {}
     for r in p2p:
         p = _params(r)
-        paths[(_where(r), f"cuda:{_peer(r)}")] = f"{p.get('path', '?')} {'yes' if p.get('peer_access_torch') else 'no'}"
+        paths[(device_of(r), f"cuda:{_peer(r)}")] = f"{p.get('path', '?')} {'yes' if p.get('peer_access_torch') else 'no'}"
     if paths:
         table = [[a] + ["X" if a == b else paths.get((a, b), "") for b in devices] for a in devices]
         lines += ["", "p2p path (NVML, as nvidia-smi topo -m) and peer access (torch)",
                   tabulate(table, headers=["", *devices], disable_numparse=True), "legend: " + topology.LEGEND]
     return lines
-
-
-def _where(r: dict) -> str:
-    return f"cuda:{r['device_index']}" if r.get("device_index") not in (None, "") else "cpu"
 
 
 def _params(r: dict) -> dict:
