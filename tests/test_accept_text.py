@@ -4,6 +4,8 @@ step past it fails."""
 import pytest
 
 from bench.commands import accept
+from bench.commands.accept_judge import judge_check
+from bench.commands.accept_policy import Check
 from bench.core.results import read_results
 from test_accept import gpu_run
 
@@ -165,3 +167,78 @@ def test_a_policy_can_drop_the_link_check_and_allow_a_pending_remap(tmp_path):
     failed = {r.check: r.verdict for r in _card(tmp_path, lambda r: r.update(remapped_rows_failure="yes"),
                                                policy).results}
     assert failed["row-remap"] == "FAIL"  # allowing a pending remap does not allow a failed one
+
+
+# ---------------------------------------------------------------- one check over chosen rows
+
+def _row(status="ok", value="", **fields):
+    from bench.core.results import COLUMNS
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(family="transfer", benchmark="p2p", provider="torch", dtype="uint8", case="cuda:0->cuda:1-256MiB",
+               unit="GB/s", device_index="0", device_name="NVIDIA H100 80GB HBM3", status=status, value=value)
+    row.update(fields)
+    return row
+
+
+P2P = Check(name="p2p", title="P2P", select={"family": "transfer", "benchmark": "p2p"}, against="derived",
+                   min_pct=70, each=["case", "dtype"])
+COPY = Check(name="copy", title="copy", select={"benchmark": "copy"}, against="spec", min_pct=80)
+
+
+def _judged(check, rows):
+    r = judge_check(check, rows)
+    return (r.check, r.verdict, r.measured, r.bar, r.reason)
+
+
+def test_a_check_with_nothing_to_judge_says_what_it_looked_for():
+    assert _judged(P2P, [_row(family="memory")]) == (
+        "p2p", "INCONCLUSIVE", "", ">= 70% of derived peak", "no transfer measurement in this run")
+    assert _judged(COPY, [_row()]) == ("copy", "INCONCLUSIVE", "", ">= 80% of spec", "no measurement in this run")
+
+
+def test_the_first_wrong_row_is_the_one_named():
+    rows = [_row("ok", "300", pct_of_derived="90"),
+            _row("wrong", case="cuda:0->cuda:2-256MiB", message="bytes differ at offset 0"),
+            _row("wrong", case="cuda:0->cuda:3-256MiB", message="bytes differ at offset 64")]
+    assert _judged(P2P, rows) == ("p2p", "FAIL", "", ">= 70% of derived peak",
+                                  "verification failed (p2p cuda:0->cuda:2-256MiB): bytes differ at offset 0")
+
+
+def test_every_pair_is_judged_and_the_worst_reported():
+    good = _row("ok", "400", pct_of_derived="88.9")
+    error = _row("error", case="cuda:0->cuda:2-256MiB", message="CUDA error: an illegal memory access")
+    skipped = _row("skipped", case="cuda:0->cuda:3-256MiB", message="no peer access between these GPUs")
+    slow = _row("ok", "200", case="cuda:1->cuda:0-256MiB", pct_of_derived="44.4")
+    assert _judged(P2P, [skipped, error, slow, good]) == (
+        "p2p", "FAIL", "200.0 GB/s = 44.4%", ">= 70% of derived peak", "cuda:1->cuda:0-256MiB uint8: best of 1 (torch "
+                                                                        "cuda:1->cuda:0-256MiB)")
+    assert _judged(P2P, [skipped, error, good]) == (
+        "p2p", "INCONCLUSIVE", "", ">= 70% of derived peak",
+        "cuda:0->cuda:2-256MiB uint8: error: CUDA error: an illegal memory access")
+    assert _judged(P2P, [skipped, good]) == (
+        "p2p", "PASS", "400.0 GB/s = 88.9%", ">= 70% of derived peak",
+        "cuda:0->cuda:1-256MiB uint8: best of 1 (torch cuda:0->cuda:1-256MiB)")
+    assert _judged(P2P, [skipped]) == (
+        "p2p", "N/A", "", ">= 70% of derived peak",
+        "cuda:0->cuda:3-256MiB uint8: not applicable here: no peer access between these GPUs")
+    cpu = dict(skipped, device_index="")
+    assert _judged(P2P, [cpu])[1] == "INCONCLUSIVE"  # on the CPU a GPU check never becomes N/A
+
+
+def test_without_a_claim_the_best_value_is_shown_and_what_is_missing_named():
+    rows = [_row("ok", "250", benchmark="copy", family="memory", case="plateau"),
+            _row("ok", "300", benchmark="copy", family="memory", case="plateau", provider="triton"),
+            _row("ok", "280", benchmark="copy", family="memory", case="plateau")]
+    assert _judged(COPY, rows) == ("copy", "INCONCLUSIVE", "300.0 GB/s", ">= 80% of spec",
+                                   "no spec entry (or no figure) for this card: add one with --specs")
+    mig = [dict(r, device_name="NVIDIA H100 80GB HBM3 MIG 1g.10gb") for r in rows]
+    assert _judged(COPY, mig)[4] == ("MIG slice: normalized against nothing unless a spec entry names this slice: "
+                                     "add one with --specs")
+    assert _judged(P2P, [_row("ok", "300")]) == ("p2p", "INCONCLUSIVE", "300.0 GB/s", ">= 70% of derived peak",
+                                                 "cuda:0->cuda:1-256MiB uint8: no derived peak (no NVML reading)")
+
+
+def test_a_link_maximum_half_read_is_no_reading(tmp_path):
+    r = {r.check: r for r in _card(tmp_path, lambda r: r.update(pcie_width_max="")).results}["pcie-link"]
+    assert (r.verdict, r.measured, r.bar, r.reason) == ("INCONCLUSIVE", "", "the card's maximum",
+                                                        "no PCIe link reading (no NVML)")

@@ -41,8 +41,8 @@ def judge_check(check: Check, rows: list[dict], db: specs.SpecDB | None = None) 
     bar = f">= {check.min_pct:g}% of {'spec' if check.against == 'spec' else 'derived peak'}"
     picked = [r for r in rows if _matches(r, check.select)]
     if not picked:
-        what = check.select.get("family", "these")
-        return Result(check.name, INCONCLUSIVE, "", bar, f"no {what} measurement in this run")
+        what = check.select.get("family", "")
+        return Result(check.name, INCONCLUSIVE, "", bar, f"no {what + ' ' if what else ''}measurement in this run")
     wrong = [r for r in picked if r["status"] == "wrong"]
     if wrong:
         r = wrong[0]
