@@ -264,3 +264,84 @@ def test_a_row_names_its_device_as_people_write_it():
     from bench.core.results import device_of
     assert device_of({"device_index": "3"}) == "cuda:3" and device_of({"device_index": "0"}) == "cuda:0"
     assert device_of({"device_index": ""}) == device_of({}) == "cpu"
+
+
+# ---------------------------------------------------------------- the writer, field by field
+
+def _raw(path):
+    import csv
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_closing_row_counts_the_rows_and_says_what_it_is(tmp_path):
+    path = tmp_path / "new" / "folder" / "r.csv"  # made as needed
+    w = ResultsWriter(path, {"run_id": "abc123def456", "host": "h", "command": "cardbench run"})
+    assert w.path == path
+    for r in (ok_row(), ok_row(benchmark="read"), ok_row(benchmark="write")):
+        w.write(r)
+    w.close("error", "interrupted by SIGTERM")
+    *measured, end = _raw(path)
+    assert len(measured) == 3
+    assert {k: end[k] for k in ("family", "benchmark", "provider", "metric", "unit", "value", "status", "message",
+                                "run_id", "host")} == {
+        "family": results.END_FAMILY, "benchmark": results.END_BENCHMARK, "provider": "cardbench", "metric": "rows",
+        "unit": "count", "value": "3.0", "status": "error", "message": "interrupted by SIGTERM",
+        "run_id": "abc123def456", "host": "h"}
+
+
+def test_every_row_carries_its_utc_time_and_keeps_one_it_was_given(tmp_path):
+    from datetime import datetime, timedelta
+
+    path = write_run(tmp_path / "r.csv", [ok_row(), ok_row(benchmark="read", timestamp_utc="2026-11-30T01:02:03+00:00")])
+    first, given, end = _raw(path)
+    for row in (first, end):
+        stamp = datetime.fromisoformat(row["timestamp_utc"])
+        assert stamp.utcoffset() == timedelta(0) and abs(stamp - datetime.now(stamp.tzinfo)) < timedelta(minutes=5)
+    assert given["timestamp_utc"] == "2026-11-30T01:02:03+00:00"
+
+
+def test_a_value_that_is_not_a_number_is_written_as_no_value(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(p10=float("nan"), p90=1287.125, time_s=None)])
+    (row, _) = _raw(path)
+    assert (row["p10"], row["p90"], row["time_s"]) == ("", "1287.125", "")
+
+
+def test_a_run_id_is_twelve_hex_digits():
+    ids = {results.new_run_id() for _ in range(50)}
+    assert len(ids) == 50 and all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_file_name_keeps_letters_and_digits_of_the_device_and_at_most_forty():
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+    name = results.results_path(Path("."), " nvidia/GeForce rtx 5090 -- a very long board name indeed, yes ", "r1",
+                                when).name
+    assert name.split("_")[0] == "nvidia-GeForce-rtx-5090-a-very-long-boar"  # 40 characters
+    assert results.results_path(Path("."), "?!", "r1", when).name.startswith("unknown_20261126T120000Z_")
+
+
+def test_a_damaged_file_error_names_file_line_and_column_exactly():
+    assert str(ResultsFileError("r.csv", 7, "value", "'x' is not a number")) == \
+        "r.csv, line 7, column 'value': 'x' is not a number"
+    assert str(ResultsFileError("r.csv", 1, None, "not a results file")) == "r.csv, line 1: not a results file"
+    assert str(ResultsFileError("r.csv", None, None, "no such file")) == "r.csv: no such file"
+
+
+def test_the_frame_has_the_file_columns_in_order_and_numbers_where_numbers_are(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(), ok_row(benchmark="read", status="skipped", value=None, p10=None,
+                                                          p90=None, samples="", n_samples=None)])
+    df = read_results(path).frame()
+    assert list(df.columns) == COLUMNS
+    assert df["value"].iloc[0] == 1234.5678901234 and df["value"].isna().iloc[1]
+    empty = results.Results("x.csv", [], False, "", results.SCHEMA_VERSION).frame()
+    assert list(empty.columns) == COLUMNS and len(empty) == 0
+
+
+def test_a_count_written_as_a_whole_float_reads_as_the_count_zero_included(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(n_samples="3.0", calls_per_sample="1.0"),
+                                          ok_row(benchmark="read", status="skipped", value=None, samples="",
+                                                 n_samples="0.0", calls_per_sample="")])
+    ok, skipped = read_results(path).rows
+    assert (ok["n_samples"], ok["calls_per_sample"], skipped["n_samples"]) == ("3", "1", "0")

@@ -350,7 +350,7 @@ def timeline_path(results_file: str | os.PathLike) -> Path:
 
 def device_of(row: dict[str, str]) -> str:
     """The device a row was measured on, as people write it: `cuda:0`, or `cpu` in CPU mode."""
-    return "cpu" if row.get("device_index", "") in ("", None) else f"cuda:{row['device_index']}"
+    return "cpu" if row.get("device_index") in ("", None) else f"cuda:{row['device_index']}"
 
 
 def card_key(row: dict[str, str], any_card: bool) -> str:
