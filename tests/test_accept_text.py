@@ -242,3 +242,34 @@ def test_a_link_maximum_half_read_is_no_reading(tmp_path):
     r = {r.check: r for r in _card(tmp_path, lambda r: r.update(pcie_width_max="")).results}["pcie-link"]
     assert (r.verdict, r.measured, r.bar, r.reason) == ("INCONCLUSIVE", "", "the card's maximum",
                                                         "no PCIe link reading (no NVML)")
+
+
+def test_one_group_reads_without_a_label_and_the_best_percentage_wins():
+    error = _row("error", benchmark="copy", family="memory", case="plateau", message="CUDA error: out of memory")
+    assert _judged(COPY, [error]) == ("copy", "INCONCLUSIVE", "", ">= 80% of spec", "error: CUDA error: out of memory")
+    rows = [_row("ok", "2900", benchmark="copy", family="memory", case="plateau", pct_of_spec="86.6"),
+            _row("ok", "3100", benchmark="copy", family="memory", case="plateau", provider="triton", pct_of_spec="92.5"),
+            _row("ok", "3000", benchmark="copy", family="memory", case="plateau", pct_of_spec="89.6")]
+    assert _judged(COPY, rows) == ("copy", "PASS", "3,100.0 GB/s = 92.5%", ">= 80% of spec",
+                                   "best of 3 (triton plateau)")
+
+
+@pytest.mark.parametrize("first, then, verdict", [
+    # a group that cannot be judged does not stop the others from being judged, and the worst is reported
+    (_row("ok", "300", case="a"), _row("ok", "100", case="b", pct_of_derived="22.2"), "FAIL"),
+    (_row("ok", "300", case="a", pct_of_derived="66.7"), _row("ok", "400", case="b", pct_of_derived="88.9"), "FAIL"),
+    (_row("ok", "400", case="a", pct_of_derived="88.9"), _row("error", case="b", message="died"), "INCONCLUSIVE"),
+    (_row("ok", "400", case="a", pct_of_derived="88.9"), _row("ok", "300", case="b"), "INCONCLUSIVE"),
+    (_row("skipped", case="a", message="no peer"), _row("ok", "400", case="b", pct_of_derived="88.9"), "PASS"),
+])
+def test_every_group_counts_whatever_comes_first(first, then, verdict):
+    assert _judged(P2P, [first, then])[1] == verdict
+
+
+def test_a_derived_peak_check_is_not_held_to_the_spec_claims_confidence(tmp_path):
+    from test_accept import server_run
+    rows = [dict(r, pct_of_derived="83.3") for r in read_results(server_run(tmp_path / "r.csv")).rows
+            if r["family"] == "matmul" and r["dtype"] == "bf16"]
+    check = Check(name="bf16-derived", title="bf16", select={"family": "matmul", "dtype": "bf16"}, against="derived",
+                  min_pct=65)
+    assert _judged(check, rows)[1:3] == ("PASS", "400.0 TFLOP/s = 83.3%")

@@ -215,6 +215,16 @@ SCENARIOS = {
                   "bf16: identical to 1 other device(s); fp8: identical to 1 other device(s)"),
         burn_throttling=("PASS", "none", "3 burn phases checked"),
         burn_node_spread=("PASS", "bf16 950.0 TFLOP/s = 95.0% of cuda:0", ""))),
+    "a soak that differs": (lambda: _card(soak={"status": "wrong", "message": "silent data corruption on cuda:0"}), 0,
+                            dict(burn_sdc=("FAIL", "silent data corruption", "silent data corruption on cuda:0"),
+                                 burn_stability=NO_SOAK, burn_node_spread=("INCONCLUSIVE", "", "no soak measured"))),
+    "wrong words": (lambda: _card(memtest={"status": "wrong", "errors": 3,
+                                           "message": "memory errors on cuda:0: 3 wrong word(s)"}), 0, dict(
+        burn_memtest=("FAIL", "3 wrong word(s)", "memory errors on cuda:0: 3 wrong word(s)"))),
+    "no NVML": (lambda: [dict(r, clocks_event_reasons="") for r in _card(
+        soak={"temp_slowdown_c": None, "temp_mem_limit_c": None}, memtest={"temp_slowdown_c": None})], 0, dict(
+        burn_throttling=("INCONCLUSIVE", "", "no clocks-event readings (no NVML)"),
+        burn_temperature=("INCONCLUSIVE", "", "no temperature with its limit (no NVML, or the card reports no limit)"))),
 }
 
 
