@@ -293,7 +293,8 @@ def test_the_closing_row_counts_the_rows_and_says_what_it_is(tmp_path):
 def test_every_row_carries_its_utc_time_and_keeps_one_it_was_given(tmp_path):
     from datetime import datetime, timedelta
 
-    path = write_run(tmp_path / "r.csv", [ok_row(), ok_row(benchmark="read", timestamp_utc="2026-11-30T01:02:03+00:00")])
+    given = ok_row(benchmark="read", timestamp_utc="2026-11-30T01:02:03+00:00")
+    path = write_run(tmp_path / "r.csv", [ok_row(), given])
     first, given, end = _raw(path)
     for row in (first, end):
         stamp = datetime.fromisoformat(row["timestamp_utc"])
@@ -345,3 +346,137 @@ def test_a_count_written_as_a_whole_float_reads_as_the_count_zero_included(tmp_p
                                                  n_samples="0.0", calls_per_sample="")])
     ok, skipped = read_results(path).rows
     assert (ok["n_samples"], ok["calls_per_sample"], skipped["n_samples"]) == ("3", "1", "0")
+
+
+# ---------------------------------------------------------------- the reader's every complaint, word for word
+
+def _edited(tmp_path, edit):
+    """The good two-row run, as lists of cells (header first), edited, written back as CSV."""
+    import csv
+    good = write_run(tmp_path / "good.csv", [ok_row(), ok_row(benchmark="write")])
+    with open(good, newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    edit(table)
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(table)
+    return bad
+
+
+def _set(column, value, line=2):
+    def edit(table):
+        table[line - 1][table[0].index(column)] = value
+    return edit
+
+
+def _rename(old, new):
+    def edit(table):
+        table[0][table[0].index(old)] = new
+    return edit
+
+
+def _add(**columns):
+    """New columns at the end: name=the value on every row."""
+    def edit(table):
+        table[0].extend(columns)
+        for row in table[1:]:
+            row.extend(columns.values())
+    return edit
+
+
+def _drop(*columns):
+    def edit(table):
+        keep = [i for i, c in enumerate(table[0]) if c not in columns]
+        table[:] = [[row[i] for i in keep] for row in table]
+    return edit
+
+
+LONG = "x" * 60
+COMPLAINTS = [
+    (_set("schema_version", "2.5"), "line 2, column 'schema_version': '2.5' is not an integer"),
+    (_set("schema_version", "9"), "line 2, column 'schema_version': schema 9 was written by a newer cardbench "
+                                  "(this one reads 1, 2); upgrade cardbench"),
+    (_set("schema_version", "0"), "line 2, column 'schema_version': unknown schema version 0"),
+    (_set("schema_version", "1", line=3), "line 3, column 'schema_version': 1 differs from 2 earlier in the file"),
+    (_drop("p10", "p90"), "line 1, column 'p10': missing column(s) for schema 2: p10, p90"),
+    (_add(zeta="", alpha=""), "line 1, column 'zeta': unexpected column(s) for schema 2: zeta, alpha"),
+    (_rename("schema_version", "version"), "line 1: no 'schema_version' column; not a cardbench results file"),
+    (_set("status", "done"), "line 2, column 'status': 'done' is not one of ok, wrong, unsupported, skipped, error"),
+    (_set("p10", LONG), f"line 2, column 'p10': '{'x' * 40}' is not a number"),
+    (_set("n_samples", "3.5"), "line 2, column 'n_samples': '3.5' is not a count"),
+    (_set("calls_per_sample", "-" + LONG), f"line 2, column 'calls_per_sample': '{'-' + 'x' * 39}' is not a count"),
+    (_set("value", ""), "line 2, column 'value': empty although status is 'ok'"),
+    (lambda t: (_set("status", "skipped")(t), _set("value", "3")(t)),
+     "line 2, column 'value': has a value although status is 'skipped' (only 'ok' rows carry one)"),
+    (_set("samples", "1.0;many"), "line 2, column 'samples': not a ';'-separated list of numbers"),
+]
+
+
+@pytest.mark.parametrize("edit, says", COMPLAINTS, ids=[s.split(":")[0] + " " + s[-24:] for _, s in COMPLAINTS])
+def test_every_complaint_names_file_line_column_and_problem_exactly(tmp_path, edit, says):
+    bad = _edited(tmp_path, edit)
+    assert str(_error(bad)) == f"{bad}, {says}"
+
+
+def test_duplicated_columns_are_named_first_in_order(tmp_path):
+    bad = _edited(tmp_path, _add(p90="1.0", host="h"))
+    assert str(_error(bad)) == f"{bad}, line 1, column 'host': duplicated column"
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"", "line 1: empty file; not a cardbench results file"),
+    (b"schema_version,\x00\n", "contains NUL bytes; not a cardbench results file"),
+])
+def test_files_that_are_no_results_file_say_so_exactly(tmp_path, content, says):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    assert str(_error(bad)) == f"{bad}, {says}" if says.startswith("line") else str(_error(bad)) == f"{bad}: {says}"
+
+
+def test_a_missing_file_says_why_in_words(tmp_path):
+    with pytest.raises(ResultsFileError) as info:
+        read_results(tmp_path / "nope.csv")
+    assert str(info.value) == f"{tmp_path / 'nope.csv'}: cannot read: No such file or directory"
+
+
+def test_a_version_written_as_a_whole_float_reads(tmp_path):
+    res = read_results(_edited(tmp_path, lambda t: [row.__setitem__(t[0].index("schema_version"), "2.0")
+                                                    for row in t[1:]]))
+    assert res.complete and res.schema_version == 2 and len(res.rows) == 2
+
+
+def test_text_with_carriage_returns_and_a_torn_last_row_of_one_character(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(message="line one\r\nline two\rthree")], close=False)
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write("x")
+    res = read_results(path)
+    assert res.rows[0]["message"] == "line one\r\nline two\rthree"
+    assert not res.complete and res.end_message == "last row torn (the run died while writing it)"
+
+
+def test_a_torn_row_after_lines_ending_in_a_bare_newline_keeps_the_row_before_whole(tmp_path):
+    good = write_run(tmp_path / "good.csv", [ok_row(), ok_row(benchmark="write")], close=False)
+    lines = good.read_text(encoding="utf-8").replace("\r\n", "\n").splitlines(keepends=True)
+    torn = tmp_path / "torn.csv"
+    torn.write_text("".join(lines) + lines[1][:20], encoding="utf-8")
+    rows = read_results(torn).rows
+    assert [r["benchmark"] for r in rows] == ["copy", "write"] and rows[1]["command"] == "cardbench run"
+
+
+def test_which_card_a_row_belongs_to():
+    from bench.core.results import card_key
+    row = {"device_index": "2", "device_uuid": "GPU-1", "device_serial": "S1", "host": "n7", "device_name": "H200"}
+    assert card_key(row, True) == "device 2" and card_key(dict(row, device_index=""), True) == "device cpu"
+    assert card_key(row, False) == "GPU-1" and card_key(dict(row, device_uuid=""), False) == "S1"
+    assert card_key(dict(row, device_uuid="", device_serial=""), False) == "n7:H200"
+
+
+def test_a_file_name_keeps_an_x_at_either_end_of_the_device_name():
+    from datetime import datetime, timezone
+    when = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+    assert results.results_path(Path("."), "X100 GPU X", "r1", when).name.startswith("X100-GPU-X_")
+
+
+def test_one_row_makes_a_frame_of_one_row(tmp_path):
+    df = read_results(write_run(tmp_path / "r.csv", [ok_row()])).frame()
+    assert len(df) == 1 and list(df.columns) == COLUMNS and df["value"].iloc[0] == 1234.5678901234
