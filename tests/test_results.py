@@ -480,3 +480,15 @@ def test_a_file_name_keeps_an_x_at_either_end_of_the_device_name():
 def test_one_row_makes_a_frame_of_one_row(tmp_path):
     df = read_results(write_run(tmp_path / "r.csv", [ok_row()])).frame()
     assert len(df) == 1 and list(df.columns) == COLUMNS and df["value"].iloc[0] == 1234.5678901234
+
+
+def test_a_burn_timeline_sits_beside_its_results_file_and_is_no_results_file(tmp_path):
+    run = tmp_path / "a" / "H200_20261130T010203Z_n7_abc.csv"
+    assert results.timeline_path(run) == tmp_path / "a" / "H200_20261130T010203Z_n7_abc.timeline.csv"
+    assert results.timeline_path(str(run)) == results.timeline_path(run)
+    assert results.is_timeline(results.timeline_path(run)) and not results.is_timeline(run)
+    for p in (run, results.timeline_path(run), tmp_path / "b.csv", tmp_path / "deep" / "c.csv", tmp_path / "d.txt"):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("")
+    assert results.results_files(tmp_path) == [run, tmp_path / "b.csv", tmp_path / "deep" / "c.csv"]
+    assert results.results_files(str(tmp_path / "a")) == [run]
