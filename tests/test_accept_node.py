@@ -138,3 +138,40 @@ def test_the_gate_profile_is_judged_by_the_checks_its_policy_table_lists(tmp_pat
     mine.write_text('[profile.gate]\nchecks = ["memory-copy", "temperature"]\n')
     (card,) = accept.judge(read_results(res).rows, accept.load_policy(str(mine)), profile="gate")
     assert [r.check for r in card.results] == ["memory-copy", "temperature"]
+
+
+def test_drift_reads_word_for_word(tmp_path):
+    def odd(i, r):
+        if i == 2:
+            r.update(vbios_version="96.00.74.00.0B", power_limit_w="600.0")
+    drift = drift_by_card(node_run(tmp_path, 3, odd))
+    bar = "same on every GPU of the node"
+    assert [(r.verdict, r.measured, r.bar, r.reason) for r in drift.values()] == [
+        ("PASS", "same on 3 GPU(s)", bar, "vbios_version, driver_version, ecc_mode, power_limit_w")] * 2 + [
+        ("FAIL", "2 mismatch(es)", bar, "vbios_version differs: 96.00.99.00.01 on cuda:0, cuda:1; 96.00.74.00.0B on "
+                                        "cuda:2; power_limit_w differs: 700.0 on cuda:0, cuda:1; 600.0 on cuda:2")]
+    policy = tmp_path / "p.toml"
+    policy.write_text('[drift.expected]\ndriver_version = "999.1"\n')
+    (tmp_path / "x").mkdir()
+    drift = drift_by_card(node_run(tmp_path / "x", 2), accept.load_policy(str(policy)))
+    assert [(r.verdict, r.measured, r.bar, r.reason) for r in drift.values()] == [
+        ("FAIL", "1 mismatch(es)", "same on every GPU of the node, as [drift.expected] says",
+         f"driver_version 580.159.04 on cuda:{i}, the policy expects 999.1") for i in (0, 1)]
+
+
+def test_gpus_on_different_hosts_are_not_compared(tmp_path):
+    def elsewhere(i, r):
+        if i == 1:
+            r.update(host="node-b", vbios_version="96.00.74.00.0B")
+    drift = drift_by_card(node_run(tmp_path, 2, elsewhere))
+    assert {k: r.verdict for k, r in drift.items()} == {"GPU-node-0": "PASS", "GPU-node-1": "PASS"}
+
+
+def test_burn_rows_add_their_checks_to_the_others(tmp_path):
+    from test_burn_accept import _card
+    rows = read_results(gpu_run(tmp_path / "r.csv")).rows
+    burn = [dict(rows[0], **{k: v for k, v in b.items() if k in ("family", "benchmark", "dtype", "status", "value",
+                                                                    "unit", "params", "case")}) for b in _card()]
+    (card,) = accept.judge(rows + burn, accept.load_policy())
+    checks = [r.check for r in card.results]
+    assert checks[:2] == ["memory-copy", "matmul-bf16"] and "config-drift" in checks and "burn-sdc" in checks

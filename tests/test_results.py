@@ -492,3 +492,42 @@ def test_a_burn_timeline_sits_beside_its_results_file_and_is_no_results_file(tmp
         p.write_text("")
     assert results.results_files(tmp_path) == [run, tmp_path / "b.csv", tmp_path / "deep" / "c.csv"]
     assert results.results_files(str(tmp_path / "a")) == [run]
+
+
+def test_a_field_too_large_for_csv_is_malformed_naming_the_line(tmp_path):
+    import csv
+    limit = csv.field_size_limit()
+    huge = tmp_path / "header.csv"
+    huge.write_text("schema_version,\"" + "x" * (limit + 10) + "\"\r\n", encoding="utf-8")
+    assert str(_error(huge)) == f"{huge}, line 1: malformed CSV: field larger than field limit ({limit})"
+    bad = _edited(tmp_path, _set("message", "y" * (limit + 10)))
+    assert str(_error(bad)) == f"{bad}, line 2: malformed CSV: field larger than field limit ({limit})"
+
+
+def test_a_blank_line_between_rows_is_skipped_not_the_end(tmp_path):
+    good = write_run(tmp_path / "good.csv", [ok_row(), ok_row(benchmark="write")])
+    lines = good.read_text(encoding="utf-8").splitlines(keepends=True)
+    gap = tmp_path / "gap.csv"
+    gap.write_text("".join(lines[:2] + ["\r\n"] + lines[2:]), encoding="utf-8")
+    res = read_results(gap)
+    assert res.complete and [r["benchmark"] for r in res.rows] == ["copy", "write"] and res.path == str(gap)
+
+
+def test_an_older_schema_reads_with_the_newer_columns_empty():
+    res = read_results(FIXTURES / "results_schema_v1.csv")
+    assert res.schema_version == 1 and res.rows
+    assert {r["energy_j"] for r in res.rows} == {r["value_per_watt"] for r in res.rows} == {""}
+
+
+def test_only_the_run_end_row_closes_a_run(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(family=results.END_FAMILY, benchmark="copy"),
+                                          ok_row(benchmark=results.END_BENCHMARK)])
+    res = read_results(path)
+    assert res.complete and [(r["family"], r["benchmark"]) for r in res.rows] == [
+        (results.END_FAMILY, "copy"), ("memory", results.END_BENCHMARK)]
+
+
+def test_numeric_columns_are_never_guarded_as_formulas(tmp_path):
+    path = write_run(tmp_path / "r.csv", [ok_row(p10="-inf", message="-not a formula")])
+    (row,) = read_results(path).rows
+    assert row["p10"] == "-inf" and row["message"] == "'-not a formula"
