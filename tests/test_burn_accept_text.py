@@ -166,6 +166,8 @@ SCENARIOS = {
                                                                            "bytes_tested": 64 * 2**20})], "", dict(
         burn_memtest=("INCONCLUSIVE", "0 errors in 64.0 MiB (2.0% of free)",
                       "the test covered too little of the free memory (CPU mode: a small host test)"),
+        burn_stability=("INCONCLUSIVE", "bf16 710.0 -> 700.0 TFLOP/s (-1.4%, windows of 60 s)",
+                        "CPU mode: the host's throughput moves with its other work and says nothing of cooling"),
         burn_node_spread=("INCONCLUSIVE", "", "CPU mode: no GPUs to compare"))),
     "workers that died": (_broken, 0, dict(
         burn_sdc=("INCONCLUSIVE", "", "bf16 soak error: the worker died"),

@@ -105,6 +105,9 @@ def _stability(b: dict, soaks: list[dict]) -> Result:
     r, p = max(timed, key=lambda rp: rp[1]["drop_pct"])
     measured = (f"{r['dtype']} {p['throughput_first_window']:,.1f} -> {p['throughput_last_window']:,.1f} {r['unit']} "
                 f"({-p['drop_pct']:+.1f}%, windows of {p['window_s']} s)")
+    if r["device_index"] == "":
+        return Result("burn-stability", INCONCLUSIVE, measured, bar, "CPU mode: the host's throughput moves with "
+                                                                     "its other work and says nothing of cooling")
     verdict = PASS if p["drop_pct"] <= b["max_throughput_drop_pct"] else FAIL
     return Result("burn-stability", verdict, measured, bar,
                   "" if verdict == PASS else "throughput fell as the card heated: cooling or power delivery")
