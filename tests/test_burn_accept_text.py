@@ -1,6 +1,8 @@
 """What `cardbench accept` prints for each burn check, word for word (the table and the JUnit
 carry these texts: a verdict that reads wrong is a wrong verdict to the person reading it), and
 each bar at its exact edge: a reading on the bar passes, one step past it fails."""
+import json
+
 import pytest
 
 from bench.commands import accept
@@ -250,3 +252,13 @@ def test_a_row_whose_params_are_not_json_counts_as_one_without_params():
     assert got["burn-memtest"] == ("burn-memtest", "INCONCLUSIVE", "", BAR["burn-memtest"],
                                    "ok: the row does not say how much memory was tested")  # no coverage: never a pass
     assert got["burn-ecc"] == ("burn-ecc", "INCONCLUSIVE", "", BAR["burn-ecc"], "no ECC reading")
+
+
+def test_ecc_not_read_says_why_the_memory_test_gave():
+    rows = _card()
+    p = json.loads(rows[1]["params"])
+    for key in ("ecc_new_uncorrectable", "ecc_new_correctable", "ecc_after"):
+        p.pop(key)
+    rows[1]["params"] = json.dumps({**p, "ecc": "not read (no NVML, or the card does not report ECC)"})
+    assert _results(rows)[2] == ("burn-ecc", "INCONCLUSIVE", "", BAR["burn-ecc"],
+                                 "not read (no NVML, or the card does not report ECC)")

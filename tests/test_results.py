@@ -531,3 +531,11 @@ def test_numeric_columns_are_never_guarded_as_formulas(tmp_path):
     path = write_run(tmp_path / "r.csv", [ok_row(p10="-inf", message="-not a formula")])
     (row,) = read_results(path).rows
     assert row["p10"] == "-inf" and row["message"] == "'-not a formula"
+
+
+def test_a_rows_params_are_a_dict_whatever_the_cell_holds():
+    from bench.core.results import params_of
+    assert params_of({"params": '{"m": 8192, "api": "torch.mm"}'}) == {"m": 8192, "api": "torch.mm"}
+    for cell in ("", "{not json", "[1, 2]", "3", None):
+        assert params_of({"params": cell}) == {}, cell
+    assert params_of({}) == {}

@@ -7,19 +7,11 @@ it names (silent data corruption, memory errors, new uncorrectable ECC errors): 
 """
 from __future__ import annotations
 
-import json
 
 from ..core import telemetry
-from ..core.results import device_of
+from ..core.results import device_of, params_of
 from .accept_judge import FAIL, INCONCLUSIVE, NOT_APPLICABLE, PASS, Result
 from .accept_policy import BURN_CHECKS, Policy
-
-
-def _params(row: dict) -> dict:
-    try:
-        return json.loads(row.get("params") or "{}")
-    except ValueError:
-        return {}
 
 
 def burn_checks(policy: Policy, rows: list[dict], all_rows: list[dict]) -> list[Result]:
@@ -41,9 +33,9 @@ def _sdc(b: dict, soaks: list[dict]) -> Result:
     if wrong:
         return Result("burn-sdc", FAIL, "silent data corruption", bar, wrong[0]["message"])
     ok = [r for r in soaks if r["status"] == "ok"]
-    over = [r for r in ok if int(_params(r).get("mismatch_iterations", 0)) > b["max_mismatches"]]
+    over = [r for r in ok if int(params_of(r).get("mismatch_iterations", 0)) > b["max_mismatches"]]
     if over:
-        return Result("burn-sdc", FAIL, f"{_params(over[0])['mismatch_iterations']} iterations", bar,
+        return Result("burn-sdc", FAIL, f"{params_of(over[0])['mismatch_iterations']} iterations", bar,
                       f"{over[0]['dtype']}: iterations differ from the first")
     if not soaks:
         return Result("burn-sdc", INCONCLUSIVE, "", bar, "no soak in this run")
@@ -51,9 +43,9 @@ def _sdc(b: dict, soaks: list[dict]) -> Result:
     if not ok or missing:
         r = (missing or soaks)[0]
         return Result("burn-sdc", INCONCLUSIVE, "", bar, f"{r['dtype']} soak {r['status']}: {r['message']}")
-    iterations = sum(int(_params(r).get("iterations", 0)) for r in ok)
+    iterations = sum(int(params_of(r).get("iterations", 0)) for r in ok)
     return Result("burn-sdc", PASS, f"0 of {iterations} iterations differ", bar,
-                  "; ".join(f"{r['dtype']}: {_params(r).get('cross_check', '')}" for r in ok))
+                  "; ".join(f"{r['dtype']}: {params_of(r).get('cross_check', '')}" for r in ok))
 
 
 def _memtest(b: dict, memtests: list[dict]) -> Result:
@@ -61,7 +53,7 @@ def _memtest(b: dict, memtests: list[dict]) -> Result:
     if not memtests:
         return Result("burn-memtest", INCONCLUSIVE, "", bar, "no memory test in this run")
     r = memtests[0]
-    p = _params(r)
+    p = params_of(r)
     errors = int(p.get("errors", 0) or 0)
     if errors > b["max_memory_errors"]:
         return Result("burn-memtest", FAIL, f"{errors} wrong word(s)", bar, r["message"])
@@ -82,7 +74,7 @@ def _ecc(memtests: list[dict]) -> Result:
     bar = "no new uncorrectable ECC error, no pending or failed remap"
     if not memtests:
         return Result("burn-ecc", INCONCLUSIVE, "", bar, "no memory test row (ECC is read around it)")
-    p = _params(memtests[0])
+    p = params_of(memtests[0])
     if "ecc_new_uncorrectable" not in p:
         return Result("burn-ecc", INCONCLUSIVE, "", bar, p.get("ecc", "no ECC reading"))
     after = p.get("ecc_after", {})
@@ -98,7 +90,7 @@ def _ecc(memtests: list[dict]) -> Result:
 
 def _stability(b: dict, soaks: list[dict]) -> Result:
     bar = f"last window within {b['max_throughput_drop_pct']:g}% of the first"
-    timed = [(r, _params(r)) for r in soaks if r["status"] == "ok" and _params(r).get("window_s")]
+    timed = [(r, params_of(r)) for r in soaks if r["status"] == "ok" and params_of(r).get("window_s")]
     if not timed:
         return Result("burn-stability", INCONCLUSIVE, "", bar, "no soak long enough to compare its first and last "
                                                                "window (3 s at least)")
@@ -132,7 +124,7 @@ def _temperature(b: dict, rows: list[dict]) -> Result:
     bar = f"hottest reading <= the card's limits - {margin:g} C"
     found = []  # (hottest reading, the card's limit, GPU or memory, the phase)
     for r in rows:
-        p = _params(r)
+        p = params_of(r)
         for value, limit, what in (("temp_gpu_max_c", "temp_slowdown_c", "GPU"), ("temp_mem_max_c",
                                                                                  "temp_mem_limit_c", "memory")):
             if p.get(value) is not None and p.get(limit) is not None:

@@ -14,7 +14,6 @@ stopped, and the rows and timeline so far are kept, marked incomplete.
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import signal
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from ..core import devices, faults, harness, identity, prometheus, specs, timeline
 from ..core.options import BurnOptions, duration
-from ..core.results import ResultsWriter, device_of, new_run_id, results_path, timeline_path
+from ..core.results import ResultsWriter, device_of, new_run_id, params_of, results_path, timeline_path
 from ..families import burn as family
 from .run import Interrupted, _on_sigterm, _warn_before, setup
 from .run_output import first_line, header, print_table, spec_line
@@ -184,7 +183,7 @@ def _prometheus(path: str, rows: list[dict]) -> None:
     for r in rows:
         if r["family"] != family.NAME or not r["device_uuid"]:
             continue
-        p = json.loads(r["params"]) if r["params"] else {}
+        p = params_of(r)
         c = counts.setdefault(r["device_uuid"], {"mismatches": 0, "memory_errors": 0})
         c["mismatches"] += int(p.get("mismatch_iterations", 0)) + (1 if p.get("cross_differ") else 0)
         c["memory_errors"] += int(p.get("errors", 0))

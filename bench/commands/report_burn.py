@@ -3,10 +3,9 @@ time (one line per GPU, from the timeline `cardbench burn` writes beside its res
 the burn's findings and every row's performance per watt (NVML's energy counter)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..core.results import Results, is_timeline, timeline_path
+from ..core.results import Results, is_timeline, params_of, timeline_path
 from ..core.timeline import Timeline, read_timeline
 from ..core.units import number
 
@@ -66,7 +65,7 @@ def burn_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         if r["family"] != "burn":
             continue
-        p = json.loads(r["params"]) if r["params"] else {}
+        p = params_of(r)
         value = f"{number(r['value'])} {r['unit']}" if r["status"] == "ok" else ""
         if r["benchmark"] == "soak":
             found = (f"{p.get('iterations', 0)} iterations, {p.get('mismatch_iterations', 0)} differing; "

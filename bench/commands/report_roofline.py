@@ -19,10 +19,11 @@ Placement:
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..core.results import params_of
 
 MEMORY_INTENSITY = 1 / 16  # FLOP/byte where the memory patterns are drawn (left of any GEMM)
 # Units of a row's value, as multiples of the base unit (results/SCHEMA.md: decimal prefixes).
@@ -57,14 +58,6 @@ def attainable(intensity: float, peak: float, bandwidth: float) -> float:
     return min(peak, bandwidth * intensity)
 
 
-def _params(row: dict) -> dict:
-    try:
-        value = json.loads(row.get("params") or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _float(text) -> float | None:
     try:
         return float(text) if text not in ("", None) else None
@@ -87,7 +80,7 @@ def gemm_bytes(params: dict, dtype: str) -> float | None:
 
 def flops_and_bytes(row: dict) -> tuple[float, float] | None:
     """FLOP and bytes of one call of a row's kernel, or None when it has no FLOP or no byte count."""
-    params, work = _params(row), _float(row.get("work"))
+    params, work = params_of(row), _float(row.get("work"))
     if row["family"] == "matmul":
         nbytes = gemm_bytes(params, row["dtype"])
         return (work, nbytes) if work and nbytes else None

@@ -24,8 +24,8 @@ PCIe per lane and encoding: PCI-SIG base specifications (Gen1-2 8b/10b, Gen3-5
 """
 from __future__ import annotations
 
-import json
 
+from .results import params_of
 from .specs import MIG_NO_ENTRY, NORMALIZE_KEYS, Entry, convert, figure_bytes_per_s, finite_float, mig_slice
 
 _DTYPE_FIGURE = {
@@ -213,12 +213,6 @@ def link_columns(entry: Entry | None, value: float | None, claim: tuple | None, 
     return out
 
 
-def _params(row: dict) -> dict:
-    try:
-        p = json.loads(row.get("params") or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return p if isinstance(p, dict) else {}
 
 
 def _host_link(row: dict, entry: Entry | None) -> dict[str, object]:
@@ -229,7 +223,7 @@ def _host_link(row: dict, entry: Entry | None) -> dict[str, object]:
 
 
 def _peer_link(row: dict, entry: Entry | None, db) -> dict[str, object]:
-    p = _params(row)
+    p = params_of(row)
     value = _value(row)
     if p.get("nvlinks"):
         peak = nvlink_peak(p["nvlinks"], p.get("compute_capability") or row.get("compute_capability"), db)
@@ -249,7 +243,7 @@ def _peer_link(row: dict, entry: Entry | None, db) -> dict[str, object]:
 
 def _collective_link(row: dict, entry: Entry | None) -> dict[str, object]:
     """busbw against the per-direction NVLink figure: one node, NVLink up (nccl-tests' comparison)."""
-    p = _params(row)
+    p = params_of(row)
     if row.get("provider") != "nccl" or not p.get("nvlinks_active") or int(p.get("nodes") or 0) != 1:
         return _empty(entry)
     return link_columns(entry, _value(row), nvlink_claim(entry), "nvlink_per_direction", None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -346,6 +347,15 @@ def timeline_path(results_file: str | os.PathLike) -> Path:
     """Where `cardbench burn` writes the timeline of a results file."""
     path = Path(results_file)
     return path.with_name(path.stem + TIMELINE_SUFFIX)
+
+
+def params_of(row: dict[str, str]) -> dict:
+    """A row's `params` JSON as a dict: {} when empty, not JSON or not an object."""
+    try:
+        value = json.loads(row.get("params") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def device_of(row: dict[str, str]) -> str:

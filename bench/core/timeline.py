@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import Callable
 
 from . import nvml
 from .results import ResultsFileError, _cell, utc_now
+from .specs import finite_float
 from .telemetry import reason_names
 
 SCHEMA_VERSION = 1
@@ -122,7 +122,7 @@ def read_timeline(path: str | os.PathLike) -> Timeline:
         if row["kind"] not in KINDS:
             raise ResultsFileError(path, line, "kind", f"'{row['kind']}' is not one of {', '.join(KINDS)}")
         for c in NUMERIC:
-            if row[c] and not _finite(row[c]):
+            if row[c] and finite_float(row[c]) is None:
                 raise ResultsFileError(path, line, c, f"'{row[c][:40]}' is not a number")
         if row["kind"] == "end":
             end = row
@@ -131,13 +131,6 @@ def read_timeline(path: str | os.PathLike) -> Timeline:
     run_id = (rows[0] if rows else end or {}).get("run_id", "")
     return Timeline(str(path), rows, end is not None and end["phase"] == "complete", end["message"] if end else "",
                     run_id)
-
-
-def _finite(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
 
 
 def memory_temperature(handle) -> int | None:

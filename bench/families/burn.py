@@ -17,6 +17,7 @@ from dataclasses import replace
 from ..core import faults, identity, timeline, timing
 from ..core.devices import Target
 from ..core.harness import Case, Status, Timed
+from ..core.results import device_of, params_of
 from ..core.units import human_bytes
 from . import burn_memtest
 from .burn_run import Burn, cross_check, key
@@ -240,14 +241,13 @@ def ecc_delta(before: dict | None, after: dict | None) -> tuple[list[str], dict]
 
 def summary_lines(rows: list[dict]) -> list[str]:
     """Per device: each soak's throughput and stability, the memory test; then who falls behind."""
-    import json
 
     lines = []
     for r in rows:
         if r["family"] != NAME:
             continue
-        where = "cpu" if r["device_index"] == "" else f"cuda:{r['device_index']}"
-        p = json.loads(r["params"]) if r["params"] else {}
+        where = device_of(r)
+        p = params_of(r)
         if r["benchmark"] == "soak" and r["status"] in ("ok", "wrong"):
             drop = (f", first {p['window_s']} s {p['throughput_first_window']:,.1f} -> last {p['window_s']} s "
                     f"{p['throughput_last_window']:,.1f} {r['unit']} ({-p['drop_pct']:+.1f}%)") if p.get("window_s") else ""

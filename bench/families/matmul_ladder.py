@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..core.devices import Target
 from ..core.harness import Case
 from ..core.normalize import claim_key
+from ..core.results import device_of
 from .matmul_gemm import FP4
 
 NAME = "matmul"
@@ -52,7 +53,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if r.get("family") == NAME:
-            where = "cpu" if r.get("device_index", "") == "" else f"cuda:{r['device_index']}"
+            where = device_of(r)
             groups.setdefault((f"{where} {r.get('device_name', '')}".strip(), r["provider"]), []).append(r)
     lines = []
     for (device, provider), group in groups.items():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..core import topology
-from ..core.results import device_of
+from ..core.results import device_of, params_of
 from ..core.units import human_bytes
 from .transfer import HOST_BENCHMARKS, LATENCY_BYTES, NAME
 
@@ -49,7 +49,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
                   tabulate(table, headers=["", *devices], disable_numparse=True)]
     paths = {}
     for r in p2p:
-        p = _params(r)
+        p = params_of(r)
         paths[(device_of(r), f"cuda:{_peer(r)}")] = f"{p.get('path', '?')} {'yes' if p.get('peer_access_torch') else 'no'}"
     if paths:
         table = [[a] + ["X" if a == b else paths.get((a, b), "") for b in devices] for a in devices]
@@ -58,17 +58,8 @@ def summary_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _params(r: dict) -> dict:
-    import json
-
-    try:
-        return json.loads(r.get("params") or "{}")
-    except ValueError:
-        return {}
-
-
 def _peer(r: dict) -> str:
-    dst = _params(r).get("dst", "")
+    dst = params_of(r).get("dst", "")
     if dst:
         return dst.split(":")[-1]
     return r["case"].split("->cuda:")[-1].split("-")[0]  # "cuda:0->cuda:1-256MiB"
